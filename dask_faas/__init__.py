@@ -1,0 +1,63 @@
+"""dask-faas: run Dask and ``concurrent.futures`` work as function-as-a-service invocations.
+
+Public names are imported lazily, so that the function runtime (``dask_faas.worker``) starts without
+pulling in dask, pandas or a cloud SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0.dev0"
+
+_EXPORTS = {
+    "FaasExecutor": "dask_faas.executor",
+    "CallOptions": "dask_faas.executor",
+    "Storage": "dask_faas.backends.storage",
+    "ComputeBackend": "dask_faas.backends.compute",
+    "FaasError": "dask_faas.exceptions",
+    "ConfigError": "dask_faas.exceptions",
+    "SerializationError": "dask_faas.exceptions",
+    "PayloadTooLargeError": "dask_faas.exceptions",
+    "IntegrityError": "dask_faas.exceptions",
+    "ProtocolError": "dask_faas.exceptions",
+    "InvocationError": "dask_faas.exceptions",
+    "FunctionTimeoutError": "dask_faas.exceptions",
+    "FunctionMemoryError": "dask_faas.exceptions",
+    "WorkerDiedError": "dask_faas.exceptions",
+    "RemoteTraceback": "dask_faas.exceptions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .backends.compute import ComputeBackend
+    from .backends.storage import Storage
+    from .exceptions import (
+        ConfigError,
+        FaasError,
+        FunctionMemoryError,
+        FunctionTimeoutError,
+        IntegrityError,
+        InvocationError,
+        PayloadTooLargeError,
+        ProtocolError,
+        RemoteTraceback,
+        SerializationError,
+        WorkerDiedError,
+    )
+    from .executor import CallOptions, FaasExecutor
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dask_faas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

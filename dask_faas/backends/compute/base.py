@@ -1,0 +1,75 @@
+"""The compute seam: invoke one function call on a FaaS platform.
+
+A :class:`ComputeBackend` has one required method, :meth:`~ComputeBackend.invoke`, which sends
+payload bytes to the deployed function and returns a future of the response bytes. Class attributes
+state the platform's limits. Deployment (creating or updating the function) lives apart from
+invocation, and a backend never touches storage: what a function needs to reach storage is part of
+its deployment ``environment``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = ["ComputeBackend", "InvokeOptions"]
+
+
+@dataclass(frozen=True)
+class InvokeOptions:
+    """Per-invocation limits and hooks.
+
+    Parameters
+    ----------
+    timeout_s : float
+        Wall-clock limit of the call; the platform stops it and fails the future with
+        :class:`~dask_faas.exceptions.FunctionTimeoutError` past it.
+    memory_mb : int
+        Memory limit; :class:`~dask_faas.exceptions.FunctionMemoryError` past it.
+    label : str
+        What the call is, for error messages (``"call 12 (attempt 0) of f"``).
+    on_start : callable, optional
+        Called right before the payload is sent; returning False means the call is no longer wanted
+        (its future was cancelled), and the backend cancels the invocation instead of sending it.
+    """
+
+    timeout_s: float
+    memory_mb: int
+    label: str = "call"
+    on_start: Callable[[], bool] | None = None
+
+
+class ComputeBackend(abc.ABC):
+    """A FaaS platform, seen from the client."""
+
+    #: Registry name.
+    name: ClassVar[str]
+    #: Largest payload (and inline response) the platform accepts, in bytes.
+    max_payload_bytes: ClassVar[int] = 6 * 2**20
+    #: Longest timeout the platform allows, in seconds.
+    max_timeout_s: ClassVar[float] = 900.0
+    #: Largest memory setting the platform allows, in MB.
+    max_memory_mb: ClassVar[int] = 10240
+
+    #: How many invocations may run at once (an instance attribute: it may depend on settings).
+    concurrency: int = 1000
+
+    @classmethod
+    def from_settings(cls, environment: dict[str, str], settings: dict[str, Any]) -> ComputeBackend:
+        """Build the backend from the deployment ``environment`` and the ``faas`` settings."""
+        return cls(environment)  # type: ignore[call-arg]
+
+    @abc.abstractmethod
+    def invoke(self, payload: bytes, options: InvokeOptions) -> Future[bytes]:
+        """Start one invocation; the future resolves to the function's response bytes.
+
+        The future fails with an :class:`~dask_faas.exceptions.InvocationError` subclass when the
+        platform could not run the call to its end (timeout, memory, crash).
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop whatever the backend runs locally (threads, processes, sessions)."""
+

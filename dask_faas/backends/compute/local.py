@@ -1,0 +1,249 @@
+"""The embedded default platform: a warm pool of function processes on this machine.
+
+Each process runs the same entry point a remote platform would (``function_runtime.local`` ->
+:class:`dask_faas.worker.Runtime`), with the deployment's environment and nothing else shared with
+the client: payloads go in and responses come out as bytes over pipes. Like a container platform,
+the pool enforces per-invocation limits: a call past its ``timeout_s`` or ``memory_mb`` (resident
+memory, sampled every ``poll_interval_s``) is stopped by killing its process, and a process that
+dies for any reason fails only the call it was running and is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from ...exceptions import (
+    ConfigError,
+    FunctionMemoryError,
+    FunctionTimeoutError,
+    InvocationError,
+    WorkerDiedError,
+)
+from .base import ComputeBackend, InvokeOptions
+
+__all__ = ["LocalBackend"]
+
+_LENGTH = struct.Struct(">Q")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_ENTRY = [sys.executable, "-m", "function_runtime.local"]
+
+
+def _resident_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` (0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class _FunctionProcess:
+    """One warm function instance: a child process speaking length-prefixed frames."""
+
+    def __init__(self, environment: Mapping[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            _ENTRY, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(environment), bufsize=0
+        )
+        self.pid = self.popen.pid
+        self._in = self.popen.stdin.fileno()  # type: ignore[union-attr]
+        self._out = self.popen.stdout.fileno()  # type: ignore[union-attr]
+
+    def call(self, payload: bytes, options: InvokeOptions, poll_interval_s: float) -> bytes:
+        """Send ``payload``, wait for the reply within the limits, return the response bytes."""
+        deadline = time.monotonic() + options.timeout_s
+        memory_limit = options.memory_mb * 2**20
+        try:
+            os.write(self._in, _LENGTH.pack(len(payload)))
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(self._in, view) :]
+        except OSError:  # the process died (or the pool is closing)
+            raise self._died(options) from None
+        header = self._read(_LENGTH.size, deadline, memory_limit, options, poll_interval_s)
+        (length,) = _LENGTH.unpack(header)
+        reply = self._read(length, deadline, memory_limit, options, poll_interval_s)
+        if reply[:1] == b"\1":
+            raise InvocationError(f"{options.label}: the function runtime refused it: {reply[1:].decode()}")
+        return reply[1:]
+
+    def _read(
+        self, n: int, deadline: float, memory_limit: int, options: InvokeOptions, poll: float
+    ) -> bytes:
+        chunks: list[bytes] = []
+        while n:
+            ready, _, _ = select.select([self._out], [], [], max(0.0, min(poll, deadline - time.monotonic())))
+            if ready:
+                try:
+                    chunk = os.read(self._out, min(n, 1 << 24))
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise self._died(options)
+                chunks.append(chunk)
+                n -= len(chunk)
+                continue
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise FunctionTimeoutError(
+                    f"{options.label} exceeded its time limit timeout_s={options.timeout_s:g} "
+                    f"and was stopped (function process {self.pid} replaced)"
+                )
+            resident = _resident_bytes(self.pid)
+            if resident > memory_limit:
+                self.kill()
+                raise FunctionMemoryError(
+                    f"{options.label} exceeded its memory limit memory_mb={options.memory_mb} "
+                    f"(resident {resident / 2**20:.0f} MB) and was stopped "
+                    f"(function process {self.pid} replaced)"
+                )
+        return b"".join(chunks)
+
+    def _died(self, options: InvokeOptions) -> WorkerDiedError:
+        code = self.popen.wait()
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return WorkerDiedError(
+            f"{options.label}: function process {self.pid} died ({how}) while running it"
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Close stdin so the process exits; kill it if it does not within ``grace_s``."""
+        try:
+            self.popen.stdin.close()  # type: ignore[union-attr]
+            self.popen.wait(grace_s)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+
+    def release(self) -> None:
+        """Close the pipes of a process that has ended."""
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            try:
+                pipe.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+
+
+class LocalBackend(ComputeBackend):
+    """A warm pool of function processes on this machine (the embedded default).
+
+    Parameters
+    ----------
+    environment : mapping
+        The deployment's environment: what every function process gets (signing key, storage
+        credentials). Added to this process's environment.
+    workers : int, optional
+        Pool size; defaults to the CPU count.
+    poll_interval_s : float
+        How often a running call's resident memory is sampled.
+    """
+
+    name = "local"
+    max_payload_bytes = 64 * 2**20
+    max_timeout_s = 24 * 3600.0
+    max_memory_mb = 1 << 20
+
+    def __init__(
+        self,
+        environment: Mapping[str, str],
+        workers: int | None = None,
+        poll_interval_s: float = 0.02,
+    ) -> None:
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"faas.workers must be a positive integer, got {workers!r}")
+        self.concurrency = workers
+        self._poll = poll_interval_s
+        runtime_root = str(Path(__file__).resolve().parents[3])
+        path = os.pathsep.join(p for p in (runtime_root, os.environ.get("PYTHONPATH")) if p)
+        self._environment = {**os.environ, "PYTHONPATH": path, **environment}
+        self._queue: queue.SimpleQueue[tuple[Future[bytes], bytes, InvokeOptions] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        self._processes = [_FunctionProcess(self._environment) for _ in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._serve, args=(i,), name=f"dask-faas-local-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @classmethod
+    def from_settings(cls, environment: dict[str, str], settings: dict[str, Any]) -> LocalBackend:
+        return cls(environment, workers=settings.get("workers"))
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the pool's current function processes."""
+        return [p.pid for p in self._processes]
+
+    def invoke(self, payload: bytes, options: InvokeOptions) -> Future[bytes]:
+        if self._closed:
+            raise RuntimeError("the local backend is closed")
+        future: Future[bytes] = Future()
+        self._queue.put((future, payload, options))
+        return future
+
+    def _serve(self, slot: int) -> None:
+        try:
+            self._serve_calls(slot)
+        finally:
+            self._processes[slot].release()
+
+    def _serve_calls(self, slot: int) -> None:
+        while (item := self._queue.get()) is not None:
+            future, payload, options = item
+            if options.on_start is not None and not options.on_start():
+                future.cancel()
+            if not future.set_running_or_notify_cancel():
+                continue
+            process = self._processes[slot]
+            try:
+                future.set_result(process.call(payload, options, self._poll))
+            except InvocationError as exc:
+                if not process.alive() and not self._closed:
+                    process.release()
+                    self._processes[slot] = _FunctionProcess(self._environment)
+                future.set_exception(exc)
+            except BaseException as exc:  # a bug here must not hang the caller
+                future.set_exception(exc)
+                raise
+
+    def close(self) -> None:
+        """Stop the pool: pending invocations are cancelled, processes stopped and reaped."""
+        if self._closed:
+            return
+        self._closed = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        for process in self._processes:
+            if process.alive():
+                process.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)

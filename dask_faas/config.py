@@ -1,0 +1,69 @@
+"""Settings: ``dask.config`` under the ``faas:`` key, overridden by keywords.
+
+Defaults ship in ``faas.yaml`` beside this module; YAML files in dask's config paths and
+``DASK_FAAS__...`` environment variables override them (``DASK_FAAS__S3__BUCKET=data``), and every key
+is also a keyword of :class:`~dask_faas.FaasExecutor` (``timeout_s=60``, ``s3={"bucket": "data"}``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dask.config
+import yaml
+
+from .exceptions import ConfigError
+
+__all__ = ["resolve"]
+
+_FILE = os.path.join(os.path.dirname(__file__), "faas.yaml")
+
+with open(_FILE) as f:
+    _DEFAULTS: dict[str, Any] = yaml.safe_load(f)
+
+dask.config.update_defaults(_DEFAULTS)
+
+
+def _canonical(key: str) -> str:
+    return key.replace("_", "-")
+
+
+def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The effective ``faas`` settings: dask.config merged with keyword ``overrides``.
+
+    Keys come back with hyphens (``timeout-s``); nested sections merge key by key.
+
+    Raises
+    ------
+    ConfigError
+        For a keyword that is no setting, naming it and the closest setting.
+    """
+    settings = {_canonical(k): v for k, v in dask.config.get("faas").items()}
+    known = _DEFAULTS["faas"]
+    for key, value in (overrides or {}).items():
+        name = _canonical(key)
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0].replace('-', '_')!r}?" if close else ""
+            raise ConfigError(f"unknown setting {key!r} (no 'faas.{name}'){hint}")
+        if isinstance(known[name], dict) and value is not None:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"setting 'faas.{name}' takes a mapping, got {value!r}")
+            value = {**(settings.get(name) or {}), **{_canonical(k): v for k, v in value.items()}}
+        settings[name] = value
+    return settings
+
+
+def positive(settings: Mapping[str, Any], name: str, kind: type = float) -> Any:
+    """``settings[name]`` converted to ``kind`` and checked to be positive, or a ConfigError."""
+    value = settings[name]
+    try:
+        converted = kind(value)
+        if converted <= 0 or (kind is int and converted != value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting 'faas.{name}' must be a positive {kind.__name__}, got {value!r}") from None
+    return converted

@@ -1,0 +1,64 @@
+"""Entry point of the local warm pool: one process, many invocations, framed over pipes.
+
+Started by :class:`dask_faas.backends.compute.local.LocalBackend` as ``python -m function_runtime.local``
+with the deployment's environment (signing key, storage credentials). It reads frames
+``<8-byte big-endian length><payload>`` from stdin and answers each with a frame on the original
+stdout, whose first byte says ``0`` (a sealed response follows) or ``1`` (the runtime itself failed,
+an error text follows, as a platform's "unhandled function error"). The function's own prints go to
+stderr, so they cannot corrupt the protocol. A frame of length 0 (or the end of stdin) stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+from dask_faas.worker import Runtime
+
+_LENGTH = struct.Struct(">Q")
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    chunks, remaining = [], n
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 24))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def main() -> None:
+    """Serve invocations until stdin closes."""
+    runtime = Runtime.from_environ()
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # print() inside functions goes to stderr
+    sys.stdout = sys.stderr
+    stdin_fd = sys.stdin.fileno()
+    while True:
+        header = _read_exactly(stdin_fd, _LENGTH.size)
+        if header is None:
+            return
+        (length,) = _LENGTH.unpack(header)
+        if length == 0:
+            return
+        payload = _read_exactly(stdin_fd, length)
+        if payload is None:
+            return
+        try:
+            reply = b"\0" + runtime.handle(payload)
+        except Exception as exc:  # a payload the runtime refuses: answer, stay warm
+            reply = b"\1" + f"{type(exc).__name__}: {exc}".encode()
+        _write_all(reply_fd, _LENGTH.pack(len(reply)) + reply)
+
+
+if __name__ == "__main__":
+    main()
