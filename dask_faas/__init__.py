@@ -31,10 +31,10 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from .backends.compute import ComputeBackend
-    from .backends.storage import Storage
-    from .exceptions import (
+if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports them lazily
+    from .backends.compute import ComputeBackend  # noqa: F401
+    from .backends.storage import Storage  # noqa: F401
+    from .exceptions import (  # noqa: F401
         ConfigError,
         FaasError,
         FunctionMemoryError,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         SerializationError,
         WorkerDiedError,
     )
-    from .executor import CallOptions, FaasExecutor
+    from .executor import CallOptions, FaasExecutor  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -65,5 +65,7 @@ def positive(settings: Mapping[str, Any], name: str, kind: type = float) -> Any:
         if converted <= 0 or (kind is int and converted != value):
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"setting 'faas.{name}' must be a positive {kind.__name__}, got {value!r}") from None
+        raise ConfigError(
+            f"setting 'faas.{name}' must be a positive {kind.__name__}, got {value!r}"
+        ) from None
     return converted

@@ -70,15 +70,16 @@ class _Call:
 class _Resources:
     """What an executor must release, apart from the executor (for ``weakref.finalize``)."""
 
-    def __init__(self, backend: ComputeBackend, job: Job) -> None:
-        self.backend, self.job = backend, job
+    def __init__(self, backend: ComputeBackend, job: Job, owns_storage: bool) -> None:
+        self.backend, self.job, self.owns_storage = backend, job, owns_storage
 
     def release(self) -> None:
         try:
             self.backend.close()
         finally:
             self.job.close()
-            self.job.storage.close()
+            if self.owns_storage:
+                self.job.storage.close()
 
 
 class FaasExecutor(cf.Executor):
@@ -141,7 +142,7 @@ class FaasExecutor(cf.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
         self.stats = {"calls": 0, "invocations": 0, "retries": 0}
-        resources = _Resources(self._backend, self._job)
+        resources = _Resources(self._backend, self._job, not isinstance(s["storage"], Storage))
         self._finalizer = weakref.finalize(self, resources.release)
 
     # -- public API ------------------------------------------------------------------------
@@ -193,7 +194,7 @@ class FaasExecutor(cf.Executor):
         ref = self._job_function(fn)
         futures = [
             self._submit(fn, ref, [(args, {}) for args in chunk], unwrap=False)
-            for chunk in _batched(zip(*iterables), chunksize)
+            for chunk in _batched(zip(*iterables), chunksize)  # noqa: B905 - zip semantics
         ]
         bar = _progress_bar(futures, self._progress if progress is None else progress, fn)
         return _results(futures, end, bar)
@@ -219,9 +220,7 @@ class FaasExecutor(cf.Executor):
             cf.wait(futures)
             self._finalizer()
         else:
-            threading.Thread(
-                target=lambda: (cf.wait(futures), self._finalizer()), daemon=True
-            ).start()
+            threading.Thread(target=lambda: (cf.wait(futures), self._finalizer()), daemon=True).start()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit
@@ -239,7 +238,11 @@ class FaasExecutor(cf.Executor):
         return self._job.function(fn)
 
     def _submit(
-        self, fn: Any, function: Ref, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], unwrap: bool
+        self,
+        fn: Any,
+        function: Ref,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        unwrap: bool,
     ) -> cf.Future[Any]:
         call_id = str(next(self._ids))
         data = serialize.dumps_arguments(fn, calls)

@@ -72,4 +72,3 @@ class ComputeBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop whatever the backend runs locally (threads, processes, sessions)."""
-

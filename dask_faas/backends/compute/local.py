@@ -10,6 +10,7 @@ dies for any reason fails only the call it was running and is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -78,9 +79,7 @@ class _FunctionProcess:
             raise InvocationError(f"{options.label}: the function runtime refused it: {reply[1:].decode()}")
         return reply[1:]
 
-    def _read(
-        self, n: int, deadline: float, memory_limit: int, options: InvokeOptions, poll: float
-    ) -> bytes:
+    def _read(self, n: int, deadline: float, memory_limit: int, options: InvokeOptions, poll: float) -> bytes:
         chunks: list[bytes] = []
         while n:
             ready, _, _ = select.select([self._out], [], [], max(0.0, min(poll, deadline - time.monotonic())))
@@ -113,9 +112,7 @@ class _FunctionProcess:
     def _died(self, options: InvokeOptions) -> WorkerDiedError:
         code = self.popen.wait()
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        return WorkerDiedError(
-            f"{options.label}: function process {self.pid} died ({how}) while running it"
-        )
+        return WorkerDiedError(f"{options.label}: function process {self.pid} died ({how}) while running it")
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -131,10 +128,8 @@ class _FunctionProcess:
     def release(self) -> None:
         """Close the pipes of a process that has ended."""
         for pipe in (self.popen.stdin, self.popen.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -172,8 +167,9 @@ class LocalBackend(ComputeBackend):
             raise ConfigError(f"faas.workers must be a positive integer, got {workers!r}")
         self.concurrency = workers
         self._poll = poll_interval_s
+        # Like a container built from this environment: the runtime and the client's modules import.
         runtime_root = str(Path(__file__).resolve().parents[3])
-        path = os.pathsep.join(p for p in (runtime_root, os.environ.get("PYTHONPATH")) if p)
+        path = os.pathsep.join(dict.fromkeys(p for p in (runtime_root, *sys.path) if p))
         self._environment = {**os.environ, "PYTHONPATH": path, **environment}
         self._queue: queue.SimpleQueue[tuple[Future[bytes], bytes, InvokeOptions] | None] = (
             queue.SimpleQueue()

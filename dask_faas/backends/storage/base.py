@@ -81,7 +81,7 @@ class Storage(abc.ABC):
 
     # -- how functions reach the same storage ------------------------------------------------
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - optional hook
         """Fail early, naming the setting, if the storage is unreachable or refuses access."""
 
     def locator(self) -> dict[str, Any]:

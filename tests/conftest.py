@@ -1,0 +1,94 @@
+"""Shared fixtures: real executors on loopback, and the checks every test must leave clean.
+
+After every test: no function process started by the test is still running, and every executor the
+test made through ``make_executor`` has shut down with its job prefix empty.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["fixtures_s3"]
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) child processes of this test process, from /proc."""
+    me, children = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[1]) == me and fields[0] != b"Z" and not _is_test_server(entry):
+            children.add(int(entry))
+    return children
+
+
+def _is_test_server(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"moto.server" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail a test that leaves a process of its own running (after a short grace period)."""
+    before = child_pids()
+    yield
+    deadline = time.monotonic() + 10
+    while (left := child_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"processes left running after the test: {sorted(left)}"
+
+
+@pytest.fixture
+def storage_root(tmp_path: Path) -> Path:
+    """Root directory of a local storage for one test."""
+    root = tmp_path / "storage"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def make_executor(storage_root: Path) -> Iterator[Callable[..., Any]]:
+    """Build ``FaasExecutor``s (local pool of 2, local storage by default); check their cleanup.
+
+    At teardown every executor is shut down, and its job prefix must be empty.
+    """
+    from dask_faas import FaasExecutor
+    from dask_faas.backends.storage import storage_from_settings
+
+    made: list[FaasExecutor] = []
+
+    def make(**settings: Any) -> FaasExecutor:
+        settings.setdefault("workers", 2)
+        if settings.get("storage", "local") == "local":
+            settings.setdefault("local_storage", {"root": str(storage_root)})
+        executor = FaasExecutor(**settings)
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.shutdown(wait=True, cancel_futures=True)
+        storage = storage_from_settings(executor._settings)  # the executor closed its own
+        left = list(storage.list(executor.job_prefix))
+        assert not left, f"job prefix {executor.job_prefix} not empty after shutdown: {left[:5]}"
+
+
+@pytest.fixture
+def executor(make_executor: Callable[..., Any]) -> Any:
+    """A ``FaasExecutor`` on the embedded default (2 warm processes, local storage)."""
+    return make_executor()

@@ -1,0 +1,44 @@
+"""The public surface: exported names resolve, and the function runtime stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import dask_faas
+
+
+def test_every_exported_name_resolves_and_nothing_else_is_public():
+    for name in dask_faas.__all__:
+        assert getattr(dask_faas, name) is not None
+    public = {n for n in dir(dask_faas) if not n.startswith("_")}
+    submodules = {"annotations", "importlib", "TYPE_CHECKING", "Any"}
+    assert public - submodules - set(dask_faas.__all__) <= {
+        "backends",
+        "config",
+        "exceptions",
+        "executor",
+        "job",
+        "protocol",
+        "serialize",
+        "worker",
+    }
+
+
+def test_exceptions_are_builtins_too():
+    assert issubclass(dask_faas.ConfigError, ValueError)
+    assert issubclass(dask_faas.FunctionTimeoutError, TimeoutError)
+    assert issubclass(dask_faas.FunctionMemoryError, MemoryError)
+    assert issubclass(dask_faas.SerializationError, TypeError)
+    assert issubclass(dask_faas.IntegrityError, PermissionError)
+
+
+def test_the_function_runtime_imports_neither_dask_nor_pandas_nor_a_cloud_sdk():
+    code = (
+        "import sys, json, function_runtime.local, dask_faas.worker; "
+        "print(json.dumps(sorted(m for m in ('dask', 'pandas', 'boto3', 'numpy', 'distributed') "
+        "if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
