@@ -1,0 +1,222 @@
+"""A directory as storage: the embedded default, shared by the local function pool's processes.
+
+Key ``"a/b/c"`` is the file ``root/a/b/c``. Writes are atomic (a hidden temporary file in the same
+directory, then :func:`os.replace`), and deleting the last key of a directory removes the directory,
+so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ...exceptions import ConfigError
+from .base import Storage
+
+__all__ = ["LocalStorage", "check_key"]
+
+#: Names starting with this are temporary files of a write in progress; ``list`` never shows them.
+TMP_PREFIX = ".tmp-"
+_SETTING = "faas.local-storage.root"
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid storage key, else raise ``ValueError`` naming it.
+
+    A key is ``/``-separated segments, none of them empty, ``"."``, ``".."`` or a temporary name,
+    without backslashes or NUL characters.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"storage key must be a str, not {type(key).__name__}: {key!r}")
+    if not key:
+        raise ValueError("invalid storage key '': keys must not be empty")
+    if "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid storage key {key!r}: backslashes and NUL are not allowed")
+    if key.startswith("/"):
+        raise ValueError(f"invalid storage key {key!r}: keys must not start with '/'")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or segment.startswith(TMP_PREFIX):
+            raise ValueError(
+                f"invalid storage key {key!r}: segment {segment!r} is empty, '.', '..' "
+                f"or starts with {TMP_PREFIX!r}"
+            )
+    return key
+
+
+def _missing(key: str, where: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, f"No such key in {where}", key)
+
+
+def check_range(start: int | None, end: int | None) -> None:
+    """Raise ``ValueError`` for a negative ``start`` or ``end`` (ranges are absolute offsets)."""
+    if (start is not None and start < 0) or (end is not None and end < 0):
+        raise ValueError(f"byte range must not be negative, got start={start} end={end}")
+
+
+class LocalStorage(Storage):
+    """Storage in a local directory.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        The directory (setting ``faas.local-storage.root``); created on the first write or by
+        :meth:`check`. Defaults to ``dask-faas-storage`` in the system temporary directory.
+    """
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        if root is None:
+            root = os.path.join(tempfile.gettempdir(), "dask-faas-storage")
+        self.root = os.path.abspath(os.fspath(root))
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Write ``data`` under ``key`` atomically (temporary file, then :func:`os.replace`)."""
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        for attempt in range(5):
+            tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+            try:
+                os.makedirs(directory, exist_ok=True)
+                with open(tmp, "xb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+                return
+            except FileNotFoundError:
+                # a concurrent delete removed the (then empty) directory: make it again
+                _remove_quietly(tmp)
+                if attempt == 4:
+                    raise
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+                _remove_quietly(tmp)
+                raise FileExistsError(
+                    errno.EEXIST,
+                    "Local storage cannot hold both a key and keys below it "
+                    f"(such as 'a' and 'a/b') in {self.root}",
+                    key,
+                ) from err
+            except BaseException:
+                _remove_quietly(tmp)
+                raise
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Read ``key``, or its bytes ``[start, end)``; ``FileNotFoundError`` if missing."""
+        check_range(start, end)
+        try:
+            with open(self._path(key), "rb") as f:
+                if start is None and end is None:
+                    return f.read()
+                start = start or 0
+                if end is not None and end <= start:
+                    return b""
+                f.seek(start)
+                return f.read() if end is None else f.read(end - start)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise _missing(key, self.root) from None
+
+    def size(self, key: str) -> int:
+        """Size of ``key`` in bytes; ``FileNotFoundError`` if missing."""
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise _missing(key, self.root) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _missing(key, self.root)
+        return st.st_size
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Yield ``(key, size)`` for every key starting with ``prefix``, in key order."""
+        base, _, rest = prefix.rpartition("/")
+        if base:
+            check_key(base)
+        if "\\" in rest or "\x00" in rest:
+            raise ValueError(f"invalid storage prefix {prefix!r}")
+        directory = os.path.join(self.root, *base.split("/")) if base else self.root
+        yield from _walk(directory, f"{base}/" if base else "", rest)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete ``keys`` (missing ones are ignored) and the directories they leave empty."""
+        for key in keys:
+            path = self._path(key)
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            parent = os.path.dirname(path)
+            while parent != self.root and parent.startswith(self.root):
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
+
+    def check(self) -> None:
+        """Create the root directory if needed and check that it is writable.
+
+        Raises
+        ------
+        PermissionError
+            If the root cannot be created or written for lack of permission.
+        ConfigError
+            If the root cannot be created or written for another reason (a file is in the way).
+        """
+        probe = os.path.join(self.root, f"{TMP_PREFIX}check-{uuid.uuid4().hex}")
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            with open(probe, "xb") as f:
+                f.write(b"ok")
+            os.unlink(probe)
+        except PermissionError as err:
+            raise PermissionError(
+                f"local storage root {self.root!r} cannot be created or written ({err}); "
+                f"fix the permissions or the setting {_SETTING}"
+            ) from None
+        except OSError as err:
+            raise ConfigError(
+                f"local storage root {self.root!r} cannot be created or written ({err}); "
+                f"check the setting {_SETTING}"
+            ) from None
+
+    def locator(self) -> dict[str, Any]:
+        """``{"backend": "local", "root": <absolute root>}``."""
+        return {"backend": "local", "root": self.root}
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _walk(directory: str, key_prefix: str, name_prefix: str = "") -> Iterator[tuple[str, int]]:
+    """Yield ``(key, size)`` below ``directory`` in key order, lazily.
+
+    Sorting a directory's entries by name, with ``"/"`` appended to sub-directories, orders them
+    as their keys sort: every key below sub-directory ``d`` starts with ``d + "/"``.
+    """
+    try:
+        with os.scandir(directory) as it:
+            entries = [
+                (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e)
+                for e in it
+                if e.name.startswith(name_prefix) and not e.name.startswith(TMP_PREFIX)
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for sort_name, entry in sorted(entries, key=lambda item: item[0]):
+        if sort_name.endswith("/"):
+            yield from _walk(entry.path, key_prefix + sort_name)
+        else:
+            try:
+                size = entry.stat().st_size
+            except FileNotFoundError:  # deleted while listing
+                continue
+            yield key_prefix + entry.name, size

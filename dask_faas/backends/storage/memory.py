@@ -1,0 +1,66 @@
+"""Storage in a dict of this process: for tests and for functions that run in-process.
+
+Keys follow the rules of :class:`~dask_faas.backends.storage.local.LocalStorage`, so code tested
+against memory storage also runs against a directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Iterable, Iterator
+
+from .base import Storage
+from .local import check_key, check_range
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage(Storage):
+    """Storage in a dict guarded by a lock; visible to this process only."""
+
+    name = "memory"
+    process_local = True
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _read(self, key: str) -> bytes:
+        with self._lock:
+            try:
+                return self._objects[check_key(key)]
+            except KeyError:
+                raise FileNotFoundError(errno.ENOENT, "No such key in memory", key) from None
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Store a copy of ``data`` under ``key``."""
+        value = bytes(data)
+        with self._lock:
+            self._objects[check_key(key)] = value
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Read ``key``, or its bytes ``[start, end)``; ``FileNotFoundError`` if missing."""
+        check_range(start, end)
+        data = self._read(key)
+        if start is None and end is None:
+            return data
+        return data[start:end]
+
+    def size(self, key: str) -> int:
+        """Size of ``key`` in bytes; ``FileNotFoundError`` if missing."""
+        return len(self._read(key))
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Yield ``(key, size)`` for every key starting with ``prefix``, in key order."""
+        with self._lock:
+            found = [(k, len(v)) for k, v in self._objects.items() if k.startswith(prefix)]
+        found.sort()
+        yield from found
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete ``keys``; missing ones are ignored."""
+        keys = [check_key(key) for key in keys]
+        with self._lock:
+            for key in keys:
+                self._objects.pop(key, None)
