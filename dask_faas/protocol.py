@@ -109,10 +109,6 @@ class Invocation:
     inline_limit: int
     version: int = VERSION
 
-    def result_key(self) -> str:
-        """The write-once key of this attempt's stored result."""
-        return f"{self.prefix}/out/{self.call}.{self.attempt}"
-
 
 @dataclass(frozen=True)
 class Response:

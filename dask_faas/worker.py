@@ -16,16 +16,61 @@ payload's locator, and only the one named there is imported.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from . import protocol, serialize
 from .backends.storage import Storage, storage_from_locator
+from .exceptions import SerializationError
 from .protocol import Invocation, Ref, Response
+from .store import SignedStore
 
-__all__ = ["Runtime"]
+__all__ = ["Context", "Runtime", "current"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a running function knows about its invocation.
+
+    Parameters
+    ----------
+    store : SignedStore
+        The job's signed objects (``store.storage`` is the raw storage client).
+    call : str
+        The call id.
+    attempt : int
+        The attempt number; outputs written under per-attempt names never collide with a retry's.
+    """
+
+    store: SignedStore
+    call: str
+    attempt: int
+
+    @property
+    def storage(self) -> Storage:
+        """The storage client of the job (credentials from this function's deployment)."""
+        return self.store.storage
+
+
+_current: contextvars.ContextVar[Context] = contextvars.ContextVar("dask_faas_context")
+
+
+def current() -> Context:
+    """The :class:`Context` of the invocation running in this function.
+
+    Raises
+    ------
+    RuntimeError
+        Outside a function invocation.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("dask_faas.worker.current() is only available inside a function") from None
 
 
 class Runtime:
@@ -61,16 +106,21 @@ class Runtime:
         inv: Invocation = protocol.unseal(payload, self._key, what="invocation payload")
         warm = self.invocations > 0
         self.invocations += 1
+        token = None
         try:
-            storage = self._storage(inv.storage)
-            fn = self._function(storage, inv.function)
-            calls = serialize.loads(self._read(storage, inv.args))
+            store = SignedStore(self._storage(inv.storage), self._key, inv.prefix)
+            token = _current.set(Context(store, inv.call, inv.attempt))
+            fn = self._function(store, inv.function)
+            calls = serialize.loads(self._read(store, inv.args))
             results = [fn(*args, **kwargs) for args, kwargs in calls]
-            ok, value = True, self._output(storage, inv, serialize.dumps(results))
+            ok, value = True, self._output(store, inv, _dumps_results(results))
         except BaseException as exc:  # report everything, KeyboardInterrupt included
             if isinstance(exc, SystemExit | KeyboardInterrupt) and not isinstance(exc, Exception):
                 exc = RuntimeError(f"function raised {type(exc).__name__}({exc})")
             ok, value = False, serialize.dumps_error(exc)
+        finally:
+            if token is not None:
+                _current.reset(token)
         stats = {"pid": os.getpid(), "warm": warm, "seconds": time.perf_counter() - started}
         response = Response(inv.call, inv.attempt, ok, value, stats)
         return protocol.seal(response, self._key)
@@ -84,15 +134,14 @@ class Runtime:
             storage = self._storages[marker] = storage_from_locator(locator)
         return storage
 
-    def _read(self, storage: Storage, value: bytes | Ref) -> bytes | memoryview:
-        if isinstance(value, Ref):
-            return protocol.verify_blob(storage.get(value.key), self._key, value.key)
-        return value
+    @staticmethod
+    def _read(store: SignedStore, value: bytes | Ref) -> bytes | memoryview:
+        return store.fetch(value) if isinstance(value, Ref) else value
 
-    def _function(self, storage: Storage, ref: Ref) -> Any:
+    def _function(self, store: SignedStore, ref: Ref) -> Any:
         fn = self._functions.get(ref.key)
         if fn is None:
-            fn = serialize.loads(self._read(storage, ref))
+            fn = serialize.loads(self._read(store, ref))
             self._functions[ref.key] = fn
             if len(self._functions) > self._max_cached:
                 self._functions.popitem(last=False)
@@ -100,9 +149,22 @@ class Runtime:
             self._functions.move_to_end(ref.key)
         return fn
 
-    def _output(self, storage: Storage, inv: Invocation, data: bytes) -> bytes | Ref:
+    @staticmethod
+    def _output(store: SignedStore, inv: Invocation, data: bytes) -> bytes | Ref:
         if len(data) <= inv.inline_limit:
             return data
-        key = inv.result_key()
-        storage.put(key, protocol.sign_blob(data, self._key, key))
-        return Ref(key, len(data))
+        return store.put(f"out/{inv.call}.{inv.attempt}", data)
+
+
+def _dumps_results(results: list[Any]) -> bytes:
+    try:
+        return serialize.dumps(results)
+    except Exception as exc:
+        for index, value in enumerate(results):
+            try:
+                serialize.dumps(value)
+            except Exception:
+                raise SerializationError(
+                    f"the result of call {index} cannot be pickled ({type(value).__qualname__}): {exc}"
+                ) from exc
+        raise
