@@ -1,0 +1,233 @@
+"""Shared helpers of the benchmark scripts: timing, ratios, tables, JSON reports, process checks.
+
+Benchmarks compare side by side in one run and only report: nothing here asserts on a time.
+Import it from a script in this directory (``from _common import ...``); running
+``python benchmarks/<script>.py`` puts the directory on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+__all__ = [
+    "Measurement",
+    "descendant_processes",
+    "describe_environment",
+    "format_ratio",
+    "format_table",
+    "ratio",
+    "time_repeats",
+    "wait_for_no_descendants",
+    "write_json",
+]
+
+
+@dataclass
+class Measurement:
+    """Repeated timings of one contender; ``skipped`` says why there are none."""
+
+    name: str
+    calls: int
+    seconds: list[float] = field(default_factory=list)
+    skipped: str | None = None
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is None and bool(self.seconds)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds) if self.ok else math.nan
+
+    @property
+    def min_s(self) -> float:
+        return min(self.seconds) if self.ok else math.nan
+
+    @property
+    def median_ms_per_call(self) -> float:
+        return 1e3 * self.median_s / self.calls if self.ok else math.nan
+
+    @property
+    def min_ms_per_call(self) -> float:
+        return 1e3 * self.min_s / self.calls if self.ok else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            median_s=_finite(self.median_s),
+            median_ms_per_call=_finite(self.median_ms_per_call),
+            min_ms_per_call=_finite(self.min_ms_per_call),
+        )
+        return out
+
+
+def time_repeats(
+    run: Callable[[], Any],
+    repeats: int,
+    warmup: int = 1,
+    check: Callable[[Any], None] | None = None,
+) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``run``, after ``warmup`` untimed ones.
+
+    ``check`` (untimed) is given every result, the warm-up ones included, so that a contender
+    that returns wrong answers fails instead of looking fast.
+    """
+    for _ in range(warmup):
+        result = run()
+        if check is not None:
+            check(result)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - start)
+        if check is not None:
+            check(result)
+    return seconds
+
+
+def ratio(value: float, reference: float) -> float:
+    """``value / reference``; NaN when either is missing or the reference is not positive."""
+    if math.isnan(value) or math.isnan(reference) or reference <= 0:
+        return math.nan
+    return value / reference
+
+
+def format_ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    """A plain-text table.
+
+    ``align`` has one letter per column, ``l`` or ``r``; by default the first column is
+    left-aligned and the others right-aligned.
+    """
+    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    align = align or "l" + "r" * (len(headers) - 1)
+    if len(align) != len(headers) or set(align) - {"l", "r"}:
+        raise ValueError(f"align must be one of 'l'/'r' per column, got {align!r}")
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            cell.ljust(w) if a == "l" else cell.rjust(w)
+            for cell, w, a in zip(row, widths, align, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def describe_environment(packages: Iterable[str] = ()) -> dict[str, Any]:
+    """Interpreter, machine, load and package versions, to print next to the results."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    info["packages"] = versions
+    return info
+
+
+def descendant_processes(pid: int | None = None) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of every living descendant of ``pid`` (default: this process)."""
+    root = os.getpid() if pid is None else pid
+    try:
+        import psutil
+    except ImportError:  # /proc fallback (Linux)
+        return _proc_descendants(root)
+    try:
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.append((child.pid, " ".join(child.cmdline()) or child.name()))
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def wait_for_no_descendants(
+    timeout_s: float = 10.0, ignore: Callable[[str], bool] = lambda cmd: False
+) -> list[tuple[int, str]]:
+    """Wait up to ``timeout_s`` for this process's descendants to end; return those left.
+
+    Processes whose command line satisfies ``ignore`` are neither waited for nor returned.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [(pid, cmd) for pid, cmd in descendant_processes() if not ignore(cmd)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON (``-`` writes to stdout)."""
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Measurement):
+        return value.as_dict()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _proc_descendants(root: int) -> list[tuple[int, str]]:
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            parents[int(entry)] = int(ppid)
+            commands[int(entry)] = cmdline
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                found.append((pid, commands[pid]))
+                frontier.append(pid)
+    return found

@@ -1,0 +1,451 @@
+"""Per-call overhead of trivial calls through FaasExecutor and its alternatives, side by side.
+
+Every contender runs the same ``inc(x) = x + 1`` over ``--calls`` arguments with the same number
+of worker processes (``--workers``, default 2), is warmed up once (untimed), then timed
+``--repeats`` times; the table reports the median milliseconds per call and ratios against
+``ProcessPoolExecutor.map`` and dask's ``processes`` scheduler. Contenders (``--skip`` keys):
+
+    faas-map           FaasExecutor.map(chunksize=1), the embedded local pool + local storage
+    faas-dask          dask.compute(<delayed calls>, scheduler=<the FaasExecutor>)
+    faas-dask-batched  the same with chunksize=6 (dask's processes scheduler batches 6 by default)
+    ppe-map            concurrent.futures.ProcessPoolExecutor.map
+    dask-processes     dask.compute(..., scheduler="processes"): dask's default, a new pool per compute
+    dask-processes-warm  the same with pool=<a warm ProcessPoolExecutor> (for reference)
+    distributed-map    LocalCluster + Client: client.map + client.gather
+    distributed-dask   LocalCluster + Client: dask.compute(..., scheduler=client)
+    lithops-v2         lithops localhost backend as configured by default (v2: one new Python
+                       process per call; runs --lithops-v2-calls calls, default 50)
+    lithops-v1         lithops localhost v1 (one runner process with a pool per job)
+
+Nothing is asserted on times: the script only reports (the target checks are printed). It exits 1
+when a contender fails or returns wrong results, or when processes it started are left behind.
+
+    python benchmarks/bench_executor.py
+    python benchmarks/bench_executor.py --calls 200 --repeats 3 --skip lithops-v2 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import faulthandler
+import logging
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from _common import (
+    Measurement,
+    describe_environment,
+    format_ratio,
+    format_table,
+    ratio,
+    time_repeats,
+    wait_for_no_descendants,
+    write_json,
+)
+
+PACKAGES = ["dask-faas", "dask", "distributed", "lithops", "cloudpickle", "numpy"]
+NAMES = {
+    "faas-map": "FaasExecutor.map",
+    "faas-dask": "dask.compute via FaasExecutor",
+    "faas-dask-batched": "dask.compute via FaasExecutor, chunksize=6",
+    "ppe-map": "ProcessPoolExecutor.map",
+    "dask-processes": "dask processes scheduler",
+    "dask-processes-warm": "dask processes scheduler, warm pool",
+    "distributed-map": "distributed client.map + gather",
+    "distributed-dask": "dask.compute via distributed Client",
+    "lithops-v2": "lithops localhost (default, v2)",
+    "lithops-v1": "lithops localhost v1",
+}
+ORDER = list(NAMES)
+REFERENCE_PPE = "ppe-map"
+REFERENCE_DASK = "dask-processes"
+TARGETS = [
+    ("faas-map", REFERENCE_PPE, "FaasExecutor.map vs ProcessPoolExecutor.map", 2.0),
+    ("faas-dask", REFERENCE_DASK, "dask.compute via FaasExecutor vs dask processes scheduler", 1.0),
+]
+
+
+def inc(x: int) -> int:
+    """The trivial call: everything measured is overhead."""
+    return x + 1
+
+
+class Skipped(Exception):
+    """A contender that cannot run here (e.g. its package is not installed)."""
+
+
+@dataclass
+class Case:
+    """One timed way of making ``calls`` calls of ``inc``: ``run`` returns the results in order."""
+
+    key: str
+    calls: int
+    run: Callable[[], Any]
+    note: str | None = None
+
+
+Group = Callable[[argparse.Namespace], contextlib.AbstractContextManager[list[Case]]]
+
+
+def _delayed_calls(calls: int) -> list[Any]:
+    import dask
+
+    return [dask.delayed(inc)(i) for i in range(calls)]
+
+
+@contextlib.contextmanager
+def faas_group(args: argparse.Namespace) -> Iterator[list[Case]]:
+    import dask
+
+    from dask_faas import FaasExecutor
+
+    tasks = _delayed_calls(args.calls)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-faas-") as root,
+        FaasExecutor(workers=args.workers, local_storage={"root": root}) as ex,
+    ):
+        yield [
+            Case(
+                "faas-map",
+                args.calls,
+                lambda: list(ex.map(inc, range(args.calls))),
+                "chunksize=1",
+            ),
+            Case(
+                "faas-dask",
+                args.calls,
+                lambda: dask.compute(tasks, scheduler=ex)[0],
+                "dask's executor path (local.get_async + submit)",
+            ),
+            Case(
+                "faas-dask-batched",
+                args.calls,
+                lambda: dask.compute(tasks, scheduler=ex, chunksize=6)[0],
+                "6 tasks per invocation, as the processes scheduler batches",
+            ),
+        ]
+        print(f"  FaasExecutor stats: {ex.stats}", flush=True)
+
+
+@contextlib.contextmanager
+def ppe_group(args: argparse.Namespace) -> Iterator[list[Case]]:
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        yield [
+            Case(
+                "ppe-map",
+                args.calls,
+                lambda: list(pool.map(inc, range(args.calls))),
+                "chunksize=1",
+            )
+        ]
+
+
+@contextlib.contextmanager
+def dask_processes_group(args: argparse.Namespace) -> Iterator[list[Case]]:
+    import dask
+    from dask.multiprocessing import get_context
+
+    tasks = _delayed_calls(args.calls)
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context()) as pool:
+        yield [
+            Case(
+                "dask-processes",
+                args.calls,
+                lambda: dask.compute(tasks, scheduler="processes", num_workers=args.workers)[0],
+                "dask's default: a new pool per compute",
+            ),
+            Case(
+                "dask-processes-warm",
+                args.calls,
+                lambda: dask.compute(tasks, scheduler="processes", num_workers=args.workers, pool=pool)[0],
+                "pool=ProcessPoolExecutor kept across computes",
+            ),
+        ]
+
+
+@contextlib.contextmanager
+def distributed_group(args: argparse.Namespace) -> Iterator[list[Case]]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    tasks = _delayed_calls(args.calls)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-distributed-") as scratch,
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            local_directory=scratch,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+
+        def client_map() -> list[int]:
+            return client.gather(client.map(inc, range(args.calls), pure=False))
+
+        yield [
+            Case(
+                "distributed-map",
+                args.calls,
+                client_map,
+                "LocalCluster(processes=True, threads_per_worker=1)",
+            ),
+            Case(
+                "distributed-dask",
+                args.calls,
+                lambda: dask.compute(tasks, scheduler=client)[0],
+                "same cluster",
+            ),
+        ]
+
+
+@contextlib.contextmanager
+def lithops_group(args: argparse.Namespace) -> Iterator[list[Case]]:
+    try:
+        import lithops
+    except ImportError as exc:
+        raise Skipped(f"lithops is not importable ({exc})") from None
+
+    executors: list[Any] = []
+
+    def executor(version: int) -> Any:
+        # Everything in code: no ~/.lithops/config needed. Results are not cleaned after every
+        # get_result (data_cleaner=False) so that no cleaner process runs during the timings;
+        # the jobs' data is cleaned once, at the end.
+        config = {
+            "lithops": {"backend": "localhost", "storage": "localhost", "data_cleaner": False},
+            "localhost": {"worker_processes": args.workers, "version": version},
+        }
+        fexec = lithops.FunctionExecutor(
+            backend="localhost", storage="localhost", config=config, log_level=None
+        )
+        executors.append(fexec)
+        return fexec
+
+    def runner(fexec: Any, calls: int) -> Callable[[], list[int]]:
+        def run() -> list[int]:
+            futures = fexec.map(inc, range(calls))
+            return fexec.get_result(futures, show_progressbar=False)
+
+        return run
+
+    try:
+        v2, v1 = executor(2), executor(1)
+        yield [
+            Case(
+                "lithops-v2",
+                args.lithops_v2_calls,
+                runner(v2, args.lithops_v2_calls),
+                "one new Python process per call",
+            ),
+            Case(
+                "lithops-v1",
+                args.calls,
+                runner(v1, args.calls),
+                "one runner process + pool per job",
+            ),
+        ]
+    finally:
+        for fexec in executors:
+            fexec.__exit__(None, None, None)
+            fexec.clean(clean_cloudobjects=False, clean_fn=True)
+            atexit.unregister(fexec._clean_at_exit)  # cleaned already; spawn nothing at exit
+        cleaner = lithops.FunctionExecutor._cleaner_process
+        if cleaner is not None:
+            cleaner.wait(60)
+
+
+GROUPS: list[tuple[list[str], Group]] = [
+    (["ppe-map"], ppe_group),
+    (["faas-map", "faas-dask", "faas-dask-batched"], faas_group),
+    (["dask-processes", "dask-processes-warm"], dask_processes_group),
+    (["distributed-map", "distributed-dask"], distributed_group),
+    (["lithops-v2", "lithops-v1"], lithops_group),
+]
+
+
+def checker(calls: int) -> Callable[[Any], None]:
+    def check(result: Any) -> None:
+        values = list(result)
+        if len(values) != calls or any(v != i + 1 for i, v in enumerate(values)):
+            raise RuntimeError(f"wrong results (first ones: {values[:5]!r})")
+
+    return check
+
+
+def run_groups(args: argparse.Namespace) -> tuple[dict[str, Measurement], list[str]]:
+    """Run every group in turn (one group's processes alive at a time); collect measurements."""
+    measurements: dict[str, Measurement] = {}
+    failures: list[str] = []
+
+    def skip_all(keys: list[str], reason: str) -> None:
+        for key in keys:
+            calls = args.lithops_v2_calls if key == "lithops-v2" else args.calls
+            measurements.setdefault(key, Measurement(NAMES[key], calls, skipped=reason))
+
+    for keys, group in GROUPS:
+        wanted = [k for k in keys if k not in args.skip]
+        skip_all([k for k in keys if k in args.skip], "--skip")
+        if not wanted:
+            continue
+        faulthandler.dump_traceback_later(args.timeout, exit=True)
+        try:
+            with group(args) as cases:
+                for case in cases:
+                    if case.key not in wanted:
+                        continue
+                    print(f"running {case.key} ({case.calls} calls) ...", flush=True)
+                    m = Measurement(NAMES[case.key], case.calls, note=case.note)
+                    try:
+                        m.seconds = time_repeats(case.run, args.repeats, warmup=1, check=checker(case.calls))
+                        print(f"  {m.median_ms_per_call:.3f} ms/call (median)", flush=True)
+                    except Exception as exc:
+                        traceback.print_exc()
+                        m.skipped = f"failed: {type(exc).__name__}: {exc}"
+                        failures.append(f"{case.key}: {m.skipped}")
+                    measurements[case.key] = m
+        except Skipped as exc:
+            print(f"skipped: {exc}", flush=True)
+            skip_all(wanted, f"skipped: {exc}")
+        except Exception as exc:
+            traceback.print_exc()
+            reason = f"failed: {type(exc).__name__}: {exc}"
+            failures.append(f"{'/'.join(wanted)}: {reason}")
+            skip_all(wanted, reason)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    return measurements, failures
+
+
+def report(measurements: dict[str, Measurement]) -> dict[str, float]:
+    ppe = measurements[REFERENCE_PPE].median_ms_per_call
+    dsk = measurements[REFERENCE_DASK].median_ms_per_call
+    rows = []
+    for key in ORDER:
+        m = measurements[key]
+        if m.ok:
+            rows.append(
+                [
+                    m.name,
+                    m.calls,
+                    f"{m.median_ms_per_call:.3f}",
+                    f"{m.min_ms_per_call:.3f}",
+                    format_ratio(ratio(m.median_ms_per_call, ppe)),
+                    format_ratio(ratio(m.median_ms_per_call, dsk)),
+                    m.note or "",
+                ]
+            )
+        else:
+            rows.append([m.name, m.calls, "-", "-", "-", "-", m.skipped or ""])
+    headers = [
+        "contender",
+        "calls",
+        "median ms/call",
+        "min ms/call",
+        "vs PPE.map",
+        "vs dask processes",
+        "note",
+    ]
+    print()
+    print(format_table(headers, rows, align="lrrrrrl"))
+    print()
+    targets = {}
+    for key, reference, label, target in TARGETS:
+        value = ratio(measurements[key].median_ms_per_call, measurements[reference].median_ms_per_call)
+        targets[label] = value
+        verdict = "" if value != value else (" met" if value <= target else " MISSED")
+        print(f"{label}: {format_ratio(value)} (target <= {target:g}x){verdict}")
+    return targets
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Per-call overhead of FaasExecutor vs process pools, dask, distributed, lithops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--calls", type=int, default=1000, help="trivial calls per repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes, everywhere")
+    parser.add_argument(
+        "--lithops-v2-calls",
+        type=int,
+        default=50,
+        help="calls per repeat for lithops v2, which starts one Python process per call",
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=ORDER, metavar="KEY", help="contenders to skip"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds one group may take before the run is aborted with every thread's traceback",
+    )
+    args = parser.parse_args(argv)
+    if min(args.calls, args.repeats, args.workers, args.lithops_v2_calls) < 1:
+        parser.error("--calls, --repeats, --workers and --lithops-v2-calls must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = describe_environment(PACKAGES)
+    print(
+        f"bench_executor: {args.calls} calls of inc(x) = x + 1, {args.workers} workers everywhere, "
+        f"median of {args.repeats} repeats after 1 untimed warm-up"
+    )
+    print(
+        f"Python {env['python']} on {env['cpus']} CPUs, load average {env.get('loadavg')}; "
+        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    )
+    started = time.perf_counter()
+    measurements, failures = run_groups(args)
+    targets = report(measurements)
+
+    # multiprocessing's resource tracker (started by spawn-context pools) lives until this
+    # interpreter exits, by design; anything else still running was not shut down.
+    leftovers = wait_for_no_descendants(
+        timeout_s=15, ignore=lambda cmd: "multiprocessing.resource_tracker" in cmd
+    )
+    if leftovers:
+        print("left-over processes:")
+        for pid, cmd in leftovers:
+            print(f"  {pid}: {cmd}")
+    else:
+        print("left-over processes: none")
+    print(f"total time: {time.perf_counter() - started:.1f} s")
+    for failure in failures:
+        print(f"FAILED {failure}")
+
+    if args.json:
+        env["loadavg_end"] = describe_environment().get("loadavg")
+        write_json(
+            args.json,
+            {
+                "benchmark": "bench_executor",
+                "args": vars(args),
+                "environment": env,
+                "results": {key: measurements[key] for key in ORDER},
+                "targets": targets,
+                "leftover_processes": leftovers,
+                "failures": failures,
+            },
+        )
+    return 1 if failures or leftovers else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
