@@ -14,6 +14,10 @@ __version__ = "0.1.0.dev0"
 _EXPORTS = {
     "FaasExecutor": "dask_faas.executor",
     "CallOptions": "dask_faas.executor",
+    "faas_get": "dask_faas.scheduler",
+    "enable": "dask_faas.scheduler",
+    "ComputeReport": "dask_faas.scheduler",
+    "FaasFuture": "dask_faas.persisted",
     "Storage": "dask_faas.backends.storage",
     "ComputeBackend": "dask_faas.backends.compute",
     "FaasError": "dask_faas.exceptions",
@@ -48,6 +52,8 @@ if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports th
         WorkerDiedError,
     )
     from .executor import CallOptions, FaasExecutor  # noqa: F401
+    from .persisted import FaasFuture  # noqa: F401
+    from .scheduler import ComputeReport, enable, faas_get  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -141,7 +141,9 @@ class FaasExecutor(cf.Executor):
         self._futures: set[cf.Future[Any]] = set()
         self._lock = threading.Lock()
         self._shutdown = False
-        self.stats = {"calls": 0, "invocations": 0, "retries": 0}
+        self.stats = {"calls": 0, "invocations": 0, "retries": 0, "bytes_received": 0}
+        #: The :class:`~dask_faas.scheduler.ComputeReport` of the latest Dask compute.
+        self.last_report: Any = None
         resources = _Resources(self._backend, self._job, not isinstance(s["storage"], Storage))
         self._finalizer = weakref.finalize(self, resources.release)
 
@@ -222,6 +224,22 @@ class FaasExecutor(cf.Executor):
         else:
             threading.Thread(target=lambda: (cf.wait(futures), self._finalizer()), daemon=True).start()
 
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Dask's scheduler-get protocol: ``dask.compute(x, scheduler=executor)`` runs ``faas_get``."""
+        from .scheduler import compute_with  # the scheduler builds on the executor, not the reverse
+
+        return compute_with(self, dsk, keys, **kwargs)
+
+    def persist(self, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> list[Any]:
+        """Dask's scheduler ``persist`` protocol: ``dask.persist(x, scheduler=executor)``.
+
+        The partitions stay in object storage until the persisted collections are dropped or the
+        executor shuts down.
+        """
+        from .scheduler import persist
+
+        return persist(self, collections, optimize_graph, **kwargs)
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit
             self.shutdown(wait=False, cancel_futures=True)
@@ -243,13 +261,15 @@ class FaasExecutor(cf.Executor):
         function: Ref,
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         unwrap: bool,
+        options: CallOptions | None = None,
     ) -> cf.Future[Any]:
+        """Invoke ``fn`` (uploaded as ``function``) over a batch of ``(args, kwargs)``."""
         call_id = str(next(self._ids))
         data = serialize.dumps_arguments(fn, calls)
         args = data if len(data) <= self._inline_limit else self._job.put(f"in/{call_id}", data)
         future: cf.Future[Any] = cf.Future()
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        call = _Call(call_id, name, function, args, self._options, future, unwrap)
+        call = _Call(call_id, name, function, args, options or self._options, future, unwrap)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -311,6 +331,7 @@ class FaasExecutor(cf.Executor):
         if (reply.call, reply.attempt) != (call.id, call.attempt):
             raise IntegrityError(f"response to {call.label()} answers call {reply.call} instead")
         data = reply.value
+        self._count_received(len(sealed) + (data.size if isinstance(data, Ref) else 0))
         if isinstance(data, Ref):
             try:
                 data = self._job.fetch(data)
@@ -320,6 +341,10 @@ class FaasExecutor(cf.Executor):
             raise serialize.loads_error(data)
         results = serialize.loads(data)
         return results[0] if call.unwrap else results
+
+    def _count_received(self, nbytes: int) -> None:
+        with self._lock:
+            self.stats["bytes_received"] += nbytes
 
     def _retry(self, call: _Call) -> None:
         delay = call.options.retry_backoff_s * 2**call.attempt * random.uniform(0.5, 1.5)

@@ -1,0 +1,296 @@
+"""One Dask compute on a FaasExecutor: graph preparation and the get_async-style engine.
+
+The engine is a close equivalent of :func:`dask.local.get_async`, built from the same parts
+(``order``, ``start_state_from_dask``, ``finish_task`` and the callbacks protocol, so ``ProgressBar``,
+``Profiler`` and custom ``Callback``s see every task), with three differences:
+
+- its cache holds references (:class:`~dask_faas.protocol.Ref`, :class:`~dask_faas.tasks.Inline`),
+  and releasing a key deletes its stored object;
+- ready tasks are batched into invocations: ``ceil(ready / concurrency)`` tasks each, at most
+  ``faas.batch-size``, and each invocation reports back on its own;
+- :class:`~dask._task_spec.Alias` nodes are resolved on the client, without an invocation.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import queue
+from collections.abc import Hashable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import dask
+from dask._task_spec import (
+    Alias,
+    DataNode,
+    GraphNode,
+    convert_legacy_graph,
+    fuse_linear_task_spec,
+    resolve_aliases,
+)
+from dask.core import flatten, reverse_dict
+from dask.local import finish_task, local_callbacks, order, start_state_from_dask, unpack_callbacks
+from dask.sizeof import sizeof
+
+from . import serialize
+from .exceptions import ConfigError
+from .executor import CallOptions, FaasExecutor
+from .persisted import FaasFuture
+from .protocol import Ref
+from .tasks import Inline, key_name, load, run_tasks
+
+__all__ = ["ANNOTATIONS", "GraphRun"]
+
+#: Dask annotations that reach the invocations of the annotated tasks.
+ANNOTATIONS = {"faas_memory_mb": "memory_mb", "faas_timeout_s": "timeout_s", "faas_retries": "retries"}
+_LOCAL_SHUFFLES = {"DiskShuffle": "the local-disk shuffle", "P2PShuffle": "distributed's P2P shuffle"}
+_run_ids = itertools.count()
+
+
+class _Deleter:
+    """Deletes released intermediates in the background, in batches."""
+
+    def __init__(self, executor: FaasExecutor) -> None:
+        self._store = executor._job
+        self._pending: list[Ref] = []
+        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="dask-faas-delete")
+
+    def add(self, ref: Ref) -> None:
+        self._pending.append(ref)
+        if len(self._pending) >= 64:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pool.submit(self._store.delete, *self._pending)
+            self._pending = []
+
+    def close(self) -> None:
+        self.flush()
+        self._pool.shutdown(wait=True)
+
+
+class GraphRun:
+    """One compute: prepare the graph, run it through invocations, fetch or keep the results.
+
+    Parameters
+    ----------
+    executor : FaasExecutor
+        Runs the invocations; its job's storage holds the intermediates.
+    keep : bool
+        Leave the requested results in storage and return :class:`FaasFuture` objects (persist).
+    callbacks : optional
+        Dask callbacks for this compute, in addition to the active ones.
+    rerun_exceptions_locally : bool, optional
+        Re-run a failed task on the client, with its inputs, to debug it (``dask.config`` default).
+    """
+
+    def __init__(
+        self, executor: FaasExecutor, keep: bool, callbacks: Any, rerun_exceptions_locally: bool | None
+    ) -> None:
+        self.ex = executor
+        self.keep = keep
+        self.callbacks = callbacks
+        if rerun_exceptions_locally is None:
+            rerun_exceptions_locally = dask.config.get("rerun_exceptions_locally", False)
+        self.rerun = rerun_exceptions_locally
+        self.name = f"c{next(_run_ids)}"
+        self.batch_size = int(executor._settings["batch-size"])
+        self.function = executor._job_function(run_tasks)
+        self.annotations: dict[str, dict[Hashable, Any]] = {}
+        self.graph: dict[Hashable, GraphNode] = {}
+        self.cache: dict[Hashable, Any] = {}
+        self.protected: set[Hashable] = set()
+        self.tasks = 0
+        self._in_flight: set[cf.Future[Any]] = set()
+        self._deleter = _Deleter(executor)
+
+    @property
+    def executed(self) -> int:
+        """Tasks that run inside functions (after fusion and alias resolution)."""
+        return sum(not isinstance(t, Alias | DataNode) for t in self.graph.values())
+
+    def run(self, dsk: Any, keys: Any) -> Any:
+        """Compute ``keys`` of ``dsk`` (a graph or an expression); results nest like ``keys``."""
+        try:
+            self._prepare(dsk, keys)
+            self._execute(keys)
+            return _map_nested(self._persisted if self.keep else self._fetch, keys)
+        finally:
+            self._finish()
+
+    # -- preparation -----------------------------------------------------------------------
+
+    def _prepare(self, dsk: Any, keys: Any) -> None:
+        if not isinstance(dsk, Mapping):
+            _refuse_local_shuffles(dsk)
+            self.annotations = dsk.__dask_annotations__()
+            dsk = dsk.__dask_graph__()
+        graph = {}
+        for key, node in dsk.items():
+            value = node.value if isinstance(node, DataNode) else node
+            if isinstance(value, FaasFuture):  # persisted earlier: its data is in storage
+                self.cache[key] = value.reference(self.ex)
+                self.protected.add(key)
+            else:
+                graph[key] = node
+        self.tasks = len(graph)
+        out = _key_set(keys)
+        graph = convert_legacy_graph(graph, all_keys=set(graph) | set(self.cache))
+        graph = fuse_linear_task_spec(graph, out)
+        dependents = reverse_dict({k: t.dependencies for k, t in graph.items()})
+        self.graph = resolve_aliases(graph, out, dependents)
+        limit = self.ex._inline_limit
+        for key, node in list(self.graph.items()):
+            if isinstance(node, DataNode) and sizeof(node.value) > limit:
+                # graph-embedded data: into storage once, not into every dependent's payload
+                data = serialize.dumps(node.value)
+                self.cache[key] = self.ex._job.put(f"{self.name}/{key_name(key)}.data", data)
+                del self.graph[key]
+
+    # -- the engine --------------------------------------------------------------------------
+
+    def _execute(self, keys: Any) -> None:
+        dsk, results = self.graph, _key_set(keys)
+        done: queue.SimpleQueue[list[tuple[Hashable, Any, BaseException | None]]] = queue.SimpleQueue()
+        with local_callbacks(self.callbacks) as callbacks:
+            _, _, pretask_cbs, posttask_cbs, _ = unpack_callbacks(callbacks)
+            started_cbs: list[Any] = []
+            state: dict[str, Any] = {}
+            succeeded = False
+            try:
+                for cb in callbacks:
+                    if cb[0]:
+                        cb[0](dsk)
+                    started_cbs.append(cb)
+                keyorder = order(dsk)
+                state = start_state_from_dask(dsk, cache=self.cache, keys=results, sortkey=keyorder.get)
+                for _, start_state, _, _, _ in callbacks:
+                    if start_state:
+                        start_state(dsk, state)
+                if state["waiting"] and not state["ready"]:
+                    raise ValueError("Found no accessible jobs in dask")
+                while state["waiting"] or state["ready"] or state["running"]:
+                    self._fire(state, pretask_cbs, done)
+                    for key, value, exc in done.get():
+                        if exc is not None:
+                            self._raise(key, exc)
+                        state["cache"][key] = value
+                        finish_task(dsk, key, state, results, keyorder.get, release_data=self._release)
+                        for f in posttask_cbs:
+                            f(key, value, dsk, state, "faas")
+                succeeded = True
+            finally:
+                for _, _, _, _, finish in started_cbs:
+                    if finish:
+                        finish(dsk, state, not succeeded)
+
+    def _fire(self, state: dict[str, Any], pretask_cbs: list[Any], done: queue.SimpleQueue[Any]) -> None:
+        ready, remote, local = state["ready"], [], []
+        while ready:
+            key = ready.pop()
+            state["running"].add(key)
+            for f in pretask_cbs:
+                f(key, self.graph, state)
+            task = self.graph[key]
+            inputs = {dep: state["cache"][dep] for dep in state["dependencies"][key]}
+            if isinstance(task, Alias):
+                local.append((key, inputs[task.target], None))
+            else:
+                remote.append((key, task, inputs))
+        if local:
+            done.put(local)
+        if not remote:
+            return
+        size = min(self.batch_size, -(-len(remote) // max(self.ex._max_workers, 1)))
+        for start in range(0, len(remote), size):
+            batch = remote[start : start + size]
+            args = [((batch, self.name, self.ex._inline_limit), {})]
+            future = self.ex._submit(run_tasks, self.function, args, True, self._options(batch))
+            self._in_flight.add(future)
+            future.add_done_callback(lambda f, b=batch: done.put(self._outcome(f, b)))
+
+    def _outcome(self, future: cf.Future[Any], batch: list[Any]) -> list[Any]:
+        self._in_flight.discard(future)
+        if future.cancelled():
+            return [(batch[0][0], None, cf.CancelledError(f"invocation of {batch[0][0]!r} cancelled"))]
+        exc = future.exception()
+        if exc is not None:
+            return [(getattr(exc, "dask_faas_key", batch[0][0]), None, exc)]
+        return [(key, ref, None) for key, ref in future.result()]
+
+    def _options(self, batch: list[tuple[Hashable, Any, Any]]) -> CallOptions:
+        options = self.ex._options
+        for annotation, field in ANNOTATIONS.items():
+            values = [v for key, *_ in batch if (v := self.annotations.get(annotation, {}).get(key))]
+            if values:
+                options = replace(options, **{field: type(getattr(options, field))(max(values))})
+        return options
+
+    def _raise(self, key: Hashable, exc: BaseException) -> None:
+        if self.rerun and key in self.graph:
+            task = self.graph[key]
+            task({dep: load(self.cache[dep], self.ex._job) for dep in task.dependencies})
+        raise exc
+
+    def _release(self, key: Hashable, state: dict[str, Any], delete: bool = True) -> None:
+        """finish_task's release_data: forget the key and delete its stored object."""
+        if key in state["waiting_data"]:
+            del state["waiting_data"][key]
+        state["released"].add(key)
+        if delete:
+            value = state["cache"].pop(key)
+            if isinstance(value, Ref) and key not in self.protected:
+                self._deleter.add(value)
+
+    # -- results and cleanup -----------------------------------------------------------------
+
+    def _fetch(self, key: Hashable) -> Any:
+        value = self.cache[key]
+        if isinstance(value, Ref | Inline):
+            self.ex._count_received(value.size)
+        return load(value, self.ex._job)
+
+    def _persisted(self, key: Hashable) -> Any:
+        value = self.cache[key]
+        return FaasFuture(key, value, self.ex) if isinstance(value, Ref | Inline) else value
+
+    def _finish(self) -> None:
+        """Delete what this compute wrote, apart from persisted results; outputs of invocations
+        still running (after an error) are deleted when they arrive."""
+        for future in list(self._in_flight):
+            future.cancel()
+            future.add_done_callback(self._delete_outputs)
+        self._deleter.close()
+        prefix = f"{self.ex._job.prefix}/{self.name}/"
+        kept = {v.key for v in self.cache.values() if isinstance(v, Ref)} if self.keep else set()
+        doomed = [key for key, _ in self.ex.storage.list(prefix) if key not in kept]
+        for start in range(0, len(doomed), 1000):
+            self.ex.storage.delete(doomed[start : start + 1000])
+
+    def _delete_outputs(self, future: cf.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.ex._job.delete(*(ref for _, ref in future.result() if isinstance(ref, Ref)))
+
+
+def _key_set(keys: Any) -> set[Hashable]:
+    return set(flatten(keys)) if isinstance(keys, list) else {keys}
+
+
+def _map_nested(fn: Any, value: Any) -> Any:
+    if isinstance(value, list):
+        return [_map_nested(fn, v) for v in value]
+    return fn(value)
+
+
+def _refuse_local_shuffles(expr: Any) -> None:
+    walk = getattr(expr, "walk", None)
+    for node in walk() if walk else ():
+        what = _LOCAL_SHUFFLES.get(type(node).__name__)
+        if what:
+            raise ConfigError(
+                f"this dataframe computation uses {what} ({type(node).__name__}), which needs a disk "
+                "or workers shared by every task; functions share only object storage. Compute it "
+                "with dask_faas.enable(...) or dask.config.set({'dataframe.shuffle.method': 'tasks'})"
+            )
