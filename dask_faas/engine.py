@@ -33,7 +33,7 @@ from dask.core import flatten, reverse_dict
 from dask.local import finish_task, local_callbacks, order, start_state_from_dask, unpack_callbacks
 from dask.sizeof import sizeof
 
-from . import serialize
+from . import persisted, serialize
 from .exceptions import ConfigError
 from .executor import CallOptions, FaasExecutor
 from .persisted import FaasFuture
@@ -97,6 +97,7 @@ class GraphRun:
         self.rerun = rerun_exceptions_locally
         self.name = f"c{next(_run_ids)}"
         self.batch_size = int(executor._settings["batch-size"])
+        self.task_inline_limit = int(executor._settings["task-inline-limit"])
         self.function = executor._job_function(run_tasks)
         self.annotations: dict[str, dict[Hashable, Any]] = {}
         self.graph: dict[Hashable, GraphNode] = {}
@@ -116,7 +117,9 @@ class GraphRun:
         try:
             self._prepare(dsk, keys)
             self._execute(keys)
-            return _map_nested(self._persisted if self.keep else self._fetch, keys)
+            if self.keep:
+                return _map_nested(self._persisted, keys)
+            return _map_nested(self._fetch_all(_key_set(keys)).__getitem__, keys)
         finally:
             self._finish()
 
@@ -138,6 +141,11 @@ class GraphRun:
         self.tasks = len(graph)
         out = _key_set(keys)
         graph = convert_legacy_graph(graph, all_keys=set(graph) | set(self.cache))
+        for node in list(graph.values()):  # dask's optimizations may have inlined persisted keys
+            for dep in node.dependencies - graph.keys() - self.cache.keys():
+                if (ref := persisted.find(dep, self.ex)) is not None:
+                    self.cache[dep] = ref
+                    self.protected.add(dep)
         graph = fuse_linear_task_spec(graph, out)
         dependents = reverse_dict({k: t.dependencies for k, t in graph.items()})
         self.graph = resolve_aliases(graph, out, dependents)
@@ -206,7 +214,7 @@ class GraphRun:
         size = min(self.batch_size, -(-len(remote) // max(self.ex._max_workers, 1)))
         for start in range(0, len(remote), size):
             batch = remote[start : start + size]
-            args = [((batch, self.name, self.ex._inline_limit), {})]
+            args = [((batch, self.name, self.task_inline_limit), {})]
             future = self.ex._submit(run_tasks, self.function, args, True, self._options(batch))
             self._in_flight.add(future)
             future.add_done_callback(lambda f, b=batch: done.put(self._outcome(f, b)))
@@ -246,11 +254,13 @@ class GraphRun:
 
     # -- results and cleanup -----------------------------------------------------------------
 
-    def _fetch(self, key: Hashable) -> Any:
-        value = self.cache[key]
-        if isinstance(value, Ref | Inline):
-            self.ex._count_received(value.size)
-        return load(value, self.ex._job)
+    def _fetch_all(self, keys: set[Hashable]) -> dict[Hashable, Any]:
+        """The values of the requested keys, stored ones read in parallel."""
+        refs = {key: self.cache[key] for key in keys}
+        self.ex._count_received(sum(v.size for v in refs.values() if isinstance(v, Ref | Inline)))
+        with cf.ThreadPoolExecutor(16, thread_name_prefix="dask-faas-fetch") as pool:
+            values = pool.map(lambda v: load(v, self.ex._job), refs.values())
+            return dict(zip(refs, values, strict=True))
 
     def _persisted(self, key: Hashable) -> Any:
         value = self.cache[key]

@@ -12,7 +12,26 @@ from .tasks import Inline, load
 if TYPE_CHECKING:
     from .executor import FaasExecutor
 
-__all__ = ["FaasFuture"]
+__all__ = ["FaasFuture", "find"]
+
+#: The persisted results still referenced somewhere: by (executor id, key), and by key alone.
+_OWN: weakref.WeakValueDictionary[tuple[int, Hashable], FaasFuture] = weakref.WeakValueDictionary()
+_ANY: weakref.WeakValueDictionary[Hashable, FaasFuture] = weakref.WeakValueDictionary()
+
+
+def find(key: Hashable, executor: FaasExecutor) -> Ref | Inline | None:
+    """The stored reference of a persisted ``key`` for a compute on ``executor``, if any.
+
+    Dask's graph optimizations may inline a persisted collection's futures into the tasks that use
+    them, so the engine looks up keys that no graph node defines here.
+
+    Raises
+    ------
+    ValueError
+        If ``key`` was persisted by another executor.
+    """
+    future = _OWN.get((id(executor), key)) or _ANY.get(key)
+    return None if future is None else future.reference(executor)
 
 
 class FaasFuture:
@@ -29,6 +48,7 @@ class FaasFuture:
         self.key = key
         self._value = value
         self._executor = weakref.ref(executor)
+        _OWN[id(executor), key] = _ANY[key] = self
         if isinstance(value, Ref):
             weakref.finalize(self, executor._job.delete, value)
 

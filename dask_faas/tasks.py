@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,9 @@ from .protocol import Ref
 from .store import SignedStore
 
 __all__ = ["Inline", "key_name", "load", "run_tasks"]
+
+#: Parallel reads of a function's stored inputs.
+FETCH_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def run_tasks(
     compute : str
         Name of the compute under the job prefix; outputs are written below it.
     inline_limit : int
-        Outputs up to this many pickled bytes come back inline.
+        Outputs up to this many pickled bytes come back inline; larger ones go to storage.
 
     Raises
     ------
@@ -67,16 +71,11 @@ def run_tasks(
     """
     context = worker.current()
     store = context.store.child(compute)
-    loaded: dict[Hashable, Any] = {}
+    loaded = _load_inputs(batch, context.store)
     outputs = []
     for key, task, inputs in batch:
         try:
-            data = {}
-            for dep, ref in inputs.items():
-                if dep not in loaded:
-                    loaded[dep] = load(ref, context.store)
-                data[dep] = loaded[dep]
-            value = task(data)
+            value = task({dep: loaded[dep] for dep in inputs})
         except Exception as exc:
             exc.dask_faas_key = key  # type: ignore[attr-defined]
             raise
@@ -87,3 +86,32 @@ def run_tasks(
             name = f"{key_name(key)}.{context.call}.{context.attempt}"
             outputs.append((key, store.put(name, pickled)))
     return outputs
+
+
+def _load_inputs(batch: list[tuple[Hashable, Any, dict[Hashable, Any]]], store: SignedStore) -> dict:
+    """Every input of the batch, each loaded once; stored ones fetched in parallel."""
+    refs: dict[Hashable, Any] = {}
+    for _, _, inputs in batch:
+        refs.update(inputs)
+    stored = [(dep, ref) for dep, ref in refs.items() if isinstance(ref, Ref)]
+    if len(stored) > 1:
+        fetched = dict(
+            zip([d for d, _ in stored], _pool().map(store.fetch, [r for _, r in stored]), strict=True)
+        )
+    else:
+        fetched = {dep: store.fetch(ref) for dep, ref in stored}
+    return {
+        dep: serialize.loads(fetched[dep]) if dep in fetched else load(ref, store)
+        for dep, ref in refs.items()
+    }
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads of this (warm) function process for parallel reads from storage."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="dask-faas-fetch")
+    return _POOL
