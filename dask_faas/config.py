@@ -27,6 +27,10 @@ with open(_FILE) as f:
 dask.config.update_defaults(_DEFAULTS)
 
 
+#: Sections whose keys are names of their own (environment variables), not settings.
+_VERBATIM = {"environment"}
+
+
 def _canonical(key: str) -> str:
     return key.replace("_", "-")
 
@@ -52,7 +56,8 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if isinstance(known[name], dict) and value is not None:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"setting 'faas.{name}' takes a mapping, got {value!r}")
-            value = {**(settings.get(name) or {}), **{_canonical(k): v for k, v in value.items()}}
+            rename = str if name in _VERBATIM else _canonical
+            value = {**(settings.get(name) or {}), **{rename(k): v for k, v in value.items()}}
         settings[name] = value
     return settings
 

@@ -133,7 +133,11 @@ class FaasExecutor(cf.Executor):
             )
         storage_obj.check()
         self._key = bytes.fromhex(s["signing-key"]) if s["signing-key"] else protocol.new_key()
-        environment = {protocol.KEY_ENV: self._key.hex(), **storage_obj.deployment_environment()}
+        environment = {
+            **{name: str(value) for name, value in (s["environment"] or {}).items() if value is not None},
+            **storage_obj.deployment_environment(),
+            protocol.KEY_ENV: self._key.hex(),
+        }
         self._backend = backend_cls.from_settings(environment, s)
         self._job = Job(storage_obj, self._key, s["prefix"])
         self._max_workers = self._backend.concurrency

@@ -78,3 +78,11 @@ def test_refused_credentials_fail_before_any_invocation(s3_endpoint_auth):
     with pytest.raises(PermissionError, match=r"faas\.s3\.key"):
         FaasExecutor(storage="s3", s3={**s3, "key": s3_endpoint_auth.key, "secret": "wrong"})
     assert child_pids() == before
+
+
+def test_the_environment_setting_reaches_the_functions_and_no_credential_does(make_executor):
+    import os
+
+    ex = make_executor(environment={"DASK_FAAS_TEST_FLAG": "on"})
+    assert ex.submit(os.environ.get, "DASK_FAAS_TEST_FLAG").result(timeout=60) == "on"
+    assert ex.submit(os.environ.get, "OPENBLAS_NUM_THREADS").result(timeout=60) == "1"
