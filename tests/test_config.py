@@ -84,5 +84,5 @@ def test_the_environment_setting_reaches_the_functions_and_no_credential_does(ma
     import os
 
     ex = make_executor(environment={"DASK_FAAS_TEST_FLAG": "on"})
-    assert ex.submit(os.environ.get, "DASK_FAAS_TEST_FLAG").result(timeout=60) == "on"
-    assert ex.submit(os.environ.get, "OPENBLAS_NUM_THREADS").result(timeout=60) == "1"
+    assert ex.submit(os.getenv, "DASK_FAAS_TEST_FLAG").result(timeout=60) == "on"
+    assert ex.submit(os.getenv, "OPENBLAS_NUM_THREADS").result(timeout=60) == "1"
