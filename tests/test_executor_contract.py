@@ -135,6 +135,8 @@ def executor(request, tmp_path):
         yield ex
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+    if request.param == "faas":
+        assert not list(ex.storage.list(ex.job_prefix)), "the job left objects behind"
 
 
 class Gate:
