@@ -72,14 +72,18 @@ class _Resources:
 
     def __init__(self, backend: ComputeBackend, job: Job, owns_storage: bool) -> None:
         self.backend, self.job, self.owns_storage = backend, job, owns_storage
+        self.released = threading.Event()
 
     def release(self) -> None:
         try:
             self.backend.close()
         finally:
-            self.job.close()
-            if self.owns_storage:
-                self.job.storage.close()
+            try:
+                self.job.close()
+                if self.owns_storage:
+                    self.job.storage.close()
+            finally:
+                self.released.set()
 
 
 class FaasExecutor(cf.Executor):
@@ -148,8 +152,8 @@ class FaasExecutor(cf.Executor):
         self.stats = {"calls": 0, "invocations": 0, "retries": 0, "bytes_received": 0}
         #: The :class:`~dask_faas.scheduler.ComputeReport` of the latest Dask compute.
         self.last_report: Any = None
-        resources = _Resources(self._backend, self._job, not isinstance(s["storage"], Storage))
-        self._finalizer = weakref.finalize(self, resources.release)
+        self._resources = _Resources(self._backend, self._job, not isinstance(s["storage"], Storage))
+        self._finalizer = weakref.finalize(self, self._resources.release)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -225,6 +229,7 @@ class FaasExecutor(cf.Executor):
         if wait:
             cf.wait(futures)
             self._finalizer()
+            self._resources.released.wait()  # also when a shutdown(wait=False) started it
         else:
             threading.Thread(target=lambda: (cf.wait(futures), self._finalizer()), daemon=True).start()
 
