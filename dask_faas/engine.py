@@ -26,6 +26,7 @@ from dask._task_spec import (
     DataNode,
     GraphNode,
     convert_legacy_graph,
+    cull,
     fuse_linear_task_spec,
     resolve_aliases,
 )
@@ -141,6 +142,8 @@ class GraphRun:
         self.tasks = len(graph)
         out = _key_set(keys)
         graph = convert_legacy_graph(graph, all_keys=set(graph) | set(self.cache))
+        graph = cull(graph, out)
+        _refuse_partd(graph)
         for node in list(graph.values()):  # dask's optimizations may have inlined persisted keys
             for dep in node.dependencies - graph.keys() - self.cache.keys():
                 if (ref := persisted.find(dep, self.ex)) is not None:
@@ -289,18 +292,32 @@ def _key_set(keys: Any) -> set[Hashable]:
 
 
 def _map_nested(fn: Any, value: Any) -> Any:
+    """Results nested like the requested keys: lists of keys give tuples, as dask's get functions."""
     if isinstance(value, list):
-        return [_map_nested(fn, v) for v in value]
+        return tuple(_map_nested(fn, v) for v in value)
     return fn(value)
 
 
 def _refuse_local_shuffles(expr: Any) -> None:
+    """Dataframe shuffles that dask lowered to a local disk (or to distributed's workers)."""
     walk = getattr(expr, "walk", None)
     for node in walk() if walk else ():
-        what = _LOCAL_SHUFFLES.get(type(node).__name__)
-        if what:
-            raise ConfigError(
-                f"this dataframe computation uses {what} ({type(node).__name__}), which needs a disk "
-                "or workers shared by every task; functions share only object storage. Compute it "
-                "with dask_faas.enable(...) or dask.config.set({'dataframe.shuffle.method': 'tasks'})"
-            )
+        if what := _LOCAL_SHUFFLES.get(type(node).__name__):
+            raise _local_shuffle_error(what, type(node).__name__)
+
+
+def _refuse_partd(graph: Mapping[Hashable, GraphNode]) -> None:
+    """Bag groupbys built for the disk method: their partd files would live on one function's disk."""
+    for key, node in graph.items():
+        func = getattr(node, "func", None)
+        func = getattr(func, "func", func)  # functools.partial(partd.File, ...)
+        if getattr(func, "__module__", "").startswith("partd"):
+            raise _local_shuffle_error("a partd disk store (bag groupby)", key)
+
+
+def _local_shuffle_error(what: str, where: Any) -> ConfigError:
+    return ConfigError(
+        f"this computation uses {what} ({where}), which needs a disk or workers shared by every "
+        "task; functions share only object storage. Build and compute it under dask_faas.enable(...), "
+        "or set dask.config.set({'dataframe.shuffle.method': 'tasks'}) (bags: shuffle='tasks')"
+    )
