@@ -34,7 +34,7 @@ from dask.core import flatten, reverse_dict
 from dask.local import finish_task, local_callbacks, order, start_state_from_dask, unpack_callbacks
 from dask.sizeof import sizeof
 
-from . import persisted, serialize
+from . import persisted, serialize, shuffle
 from .exceptions import ConfigError
 from .executor import CallOptions, FaasExecutor
 from .persisted import FaasFuture
@@ -45,7 +45,6 @@ __all__ = ["ANNOTATIONS", "GraphRun"]
 
 #: Dask annotations that reach the invocations of the annotated tasks.
 ANNOTATIONS = {"faas_memory_mb": "memory_mb", "faas_timeout_s": "timeout_s", "faas_retries": "retries"}
-_LOCAL_SHUFFLES = {"DiskShuffle": "the local-disk shuffle", "P2PShuffle": "distributed's P2P shuffle"}
 _run_ids = itertools.count()
 
 
@@ -128,9 +127,8 @@ class GraphRun:
 
     def _prepare(self, dsk: Any, keys: Any) -> None:
         if not isinstance(dsk, Mapping):
-            _refuse_local_shuffles(dsk)
             self.annotations = dsk.__dask_annotations__()
-            dsk = dsk.__dask_graph__()
+            dsk = shuffle.rewrite(dsk, dsk.__dask_graph__())
         graph = {}
         for key, node in dsk.items():
             value = node.value if isinstance(node, DataNode) else node
@@ -298,26 +296,14 @@ def _map_nested(fn: Any, value: Any) -> Any:
     return fn(value)
 
 
-def _refuse_local_shuffles(expr: Any) -> None:
-    """Dataframe shuffles that dask lowered to a local disk (or to distributed's workers)."""
-    walk = getattr(expr, "walk", None)
-    for node in walk() if walk else ():
-        if what := _LOCAL_SHUFFLES.get(type(node).__name__):
-            raise _local_shuffle_error(what, type(node).__name__)
-
-
 def _refuse_partd(graph: Mapping[Hashable, GraphNode]) -> None:
     """Bag groupbys built for the disk method: their partd files would live on one function's disk."""
     for key, node in graph.items():
         func = getattr(node, "func", None)
         func = getattr(func, "func", func)  # functools.partial(partd.File, ...)
         if getattr(func, "__module__", "").startswith("partd"):
-            raise _local_shuffle_error("a partd disk store (bag groupby)", key)
-
-
-def _local_shuffle_error(what: str, where: Any) -> ConfigError:
-    return ConfigError(
-        f"this computation uses {what} ({where}), which needs a disk or workers shared by every "
-        "task; functions share only object storage. Build and compute it under dask_faas.enable(...), "
-        "or set dask.config.set({'dataframe.shuffle.method': 'tasks'}) (bags: shuffle='tasks')"
-    )
+            raise ConfigError(
+                f"this bag groupby uses a partd disk store ({key!r}), which needs a disk shared by "
+                "every task; functions share only object storage. Pass shuffle='tasks' to groupby, "
+                "or build the bag under dask_faas.enable(...)"
+            )

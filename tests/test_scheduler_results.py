@@ -460,9 +460,8 @@ def test_dataframe_value_counts(ex, pdf, ddf):
     (faas,), (sync,) = on_faas(ex, single), on_sync(single)
     pdt.assert_series_equal(faas.sort_index(), sync.sort_index())
     pdt.assert_series_equal(faas.sort_index(), expected, check_dtype=False)
-    # dask's default (split_out=True) shuffles the counts: refused unless the shuffle is task-based
-    with pytest.raises(ConfigError, match=r"dataframe\.shuffle\.method"):
-        on_faas(ex, ddf.key.value_counts())
+    # dask's default (split_out=True) shuffles the counts: it runs as the task shuffle
+    pdt.assert_series_equal(on_faas(ex, ddf.key.value_counts())[0].sort_index(), expected, check_dtype=False)
     with dask_faas.enable(ex):
         shuffled = ddf.key.value_counts().compute()
     with dask.config.set({"dataframe.shuffle.method": "tasks"}):
@@ -489,17 +488,24 @@ def test_dataframe_string_ops(ex, pdf, ddf):
     assert (faas[0]["length"] == pdf.s.str.len()).all()
 
 
-def test_shuffle_without_enable_is_refused(ex, ddf):
+def test_a_local_disk_shuffle_runs_as_the_task_shuffle(ex, pdf, ddf):
+    """Without enable(), dask lowers shuffles to the local-disk method: faas_get swaps in the task
+    shuffle with the same output keys, so the same rows land in the same partitions as sync's task
+    shuffle, and no partd file is written."""
     assert dask.config.get("dataframe.shuffle.method", None) is None
-    with pytest.raises(ConfigError, match=r"dataframe\.shuffle\.method"):
-        on_faas(ex, ddf.shuffle("key"))
-    assert ex.last_report.invocations == 0  # refused before anything ran
-    with pytest.raises(ConfigError, match=r"dataframe\.shuffle\.method"):
-        on_faas(ex, ddf.set_index("key"))
-    with dask.config.set(scheduler=ex), pytest.raises(ConfigError, match=r"dataframe\.shuffle\.method"):
-        ddf.shuffle("key").compute()
-    # the executor is still usable afterwards
-    assert on_faas(ex, ddf.y.sum()) == on_sync(ddf.y.sum())
+    shuffled = ddf.shuffle("key")
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        expected = dask.compute(*shuffled.to_delayed(), scheduler="sync")
+    partitions = dask.compute(*ddf.shuffle("key").to_delayed(), scheduler=ex)
+    by = ["key", "x"]
+    for got, want in zip(partitions, expected, strict=True):
+        pdt.assert_frame_equal(_normalized(got, by), _normalized(want, by))
+    (indexed,) = on_faas(ex, ddf.set_index("key"))
+    assert indexed.index.is_monotonic_increasing
+    pdt.assert_frame_equal(_normalized(indexed.reset_index(), by), _normalized(pdf, by), check_dtype=False)
+    many = dd.from_pandas(pdf, npartitions=16)  # a groupby over 16+ partitions lowers to a shuffle
+    (sums,) = on_faas(ex, many.groupby("key").y.sum())
+    pdt.assert_series_equal(sums.sort_index(), pdf.groupby("key").y.sum(), check_dtype=False)
 
 
 def _normalized(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
