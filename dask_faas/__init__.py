@@ -18,6 +18,9 @@ _EXPORTS = {
     "enable": "dask_faas.scheduler",
     "ComputeReport": "dask_faas.scheduler",
     "FaasFuture": "dask_faas.persisted",
+    "read_csv": "dask_faas.dataframe",
+    "to_csv": "dask_faas.dataframe",
+    "to_parquet": "dask_faas.dataframe",
     "Storage": "dask_faas.backends.storage",
     "ComputeBackend": "dask_faas.backends.compute",
     "FaasError": "dask_faas.exceptions",
@@ -51,6 +54,7 @@ if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports th
         SerializationError,
         WorkerDiedError,
     )
+    from .dataframe import read_csv, to_csv, to_parquet  # noqa: F401
     from .executor import CallOptions, FaasExecutor  # noqa: F401
     from .persisted import FaasFuture  # noqa: F401
     from .scheduler import ComputeReport, enable, faas_get  # noqa: F401
