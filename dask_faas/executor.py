@@ -158,6 +158,11 @@ class FaasExecutor(cf.Executor):
     # -- public API ------------------------------------------------------------------------
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The effective ``faas`` settings of this executor (a copy)."""
+        return dict(self._settings)
+
+    @property
     def storage(self) -> Storage:
         """The storage this executor's functions share."""
         return self._storage
