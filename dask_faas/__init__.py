@@ -41,6 +41,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports them lazily
     from .backends.compute import ComputeBackend  # noqa: F401
     from .backends.storage import Storage  # noqa: F401
+    from .dataframe import read_csv, to_csv, to_parquet  # noqa: F401
     from .exceptions import (  # noqa: F401
         ConfigError,
         FaasError,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports th
         SerializationError,
         WorkerDiedError,
     )
-    from .dataframe import read_csv, to_csv, to_parquet  # noqa: F401
     from .executor import CallOptions, FaasExecutor  # noqa: F401
     from .persisted import FaasFuture  # noqa: F401
     from .scheduler import ComputeReport, enable, faas_get  # noqa: F401

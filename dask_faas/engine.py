@@ -6,7 +6,7 @@ The engine is a close equivalent of :func:`dask.local.get_async`, built from the
 
 - its cache holds references (:class:`~dask_faas.protocol.Ref`, :class:`~dask_faas.tasks.Inline`),
   and releasing a key deletes its stored object;
-- ready tasks are batched into invocations: ``ceil(ready / concurrency)`` tasks each, at most
+- ready tasks are batched into invocations: ``ceil(ready / (4 * concurrency))`` tasks each, at most
   ``faas.batch-size``, and each invocation reports back on its own;
 - :class:`~dask._task_spec.Alias` nodes are resolved on the client, without an invocation.
 """
@@ -45,6 +45,8 @@ __all__ = ["ANNOTATIONS", "GraphRun"]
 
 #: Dask annotations that reach the invocations of the annotated tasks.
 ANNOTATIONS = {"faas_memory_mb": "memory_mb", "faas_timeout_s": "timeout_s", "faas_retries": "retries"}
+#: Ready tasks are split into about this many invocations per worker (each at most faas.batch-size).
+BATCHES_PER_WORKER = 4
 _run_ids = itertools.count()
 
 
@@ -143,7 +145,9 @@ class GraphRun:
         graph = cull(graph, out)
         _refuse_partd(graph)
         for node in list(graph.values()):  # dask's optimizations may have inlined persisted keys
-            for dep in node.dependencies - graph.keys() - self.cache.keys():
+            for dep in node.dependencies:
+                if dep in graph or dep in self.cache:
+                    continue
                 if (ref := persisted.find(dep, self.ex)) is not None:
                     self.cache[dep] = ref
                     self.protected.add(dep)
@@ -212,7 +216,8 @@ class GraphRun:
             done.put(local)
         if not remote:
             return
-        size = min(self.batch_size, -(-len(remote) // max(self.ex._max_workers, 1)))
+        # a few invocations per worker, so a worker that finishes early takes the next one
+        size = min(self.batch_size, -(-len(remote) // (BATCHES_PER_WORKER * max(self.ex._max_workers, 1))))
         for start in range(0, len(remote), size):
             batch = remote[start : start + size]
             args = [((batch, self.name, self.task_inline_limit), {})]
