@@ -7,6 +7,7 @@ Import it from a script in this directory (``from _common import ...``); running
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -22,10 +23,13 @@ from typing import Any
 __all__ = [
     "Measurement",
     "descendant_processes",
+    "descendant_schedstats",
     "describe_environment",
     "format_ratio",
     "format_table",
+    "lithops_localhost_executor",
     "ratio",
+    "release_lithops_executors",
     "time_repeats",
     "wait_for_no_descendants",
     "write_json",
@@ -170,6 +174,32 @@ def descendant_processes(pid: int | None = None) -> list[tuple[int, str]]:
     return found
 
 
+def descendant_schedstats(
+    ignore: Callable[[str], bool] = lambda cmd: False,
+) -> dict[int, tuple[str, float, float]]:
+    """``{pid: (command line, CPU seconds, run-queue seconds)}`` of this process's descendants.
+
+    From ``/proc/<pid>/task/*/schedstat`` (Linux), summed over each process's threads: the time
+    it ran on a CPU and the time it was ready to run but waited for one (other processes had it).
+    Empty where schedstat is not available. Processes whose command line satisfies ``ignore``
+    are left out.
+    """
+    found = {}
+    for pid, cmd in descendant_processes():
+        if ignore(cmd):
+            continue
+        cpu = wait = 0
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                    fields = f.read().split()
+                cpu, wait = cpu + int(fields[0]), wait + int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        found[pid] = (cmd, cpu / 1e9, wait / 1e9)
+    return found
+
+
 def wait_for_no_descendants(
     timeout_s: float = 10.0, ignore: Callable[[str], bool] = lambda cmd: False
 ) -> list[tuple[int, str]]:
@@ -183,6 +213,36 @@ def wait_for_no_descendants(
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.1)
+
+
+def lithops_localhost_executor(workers: int, version: int) -> Any:
+    """A Lithops ``FunctionExecutor`` on the localhost backend, configured in code.
+
+    No ``~/.lithops/config`` is needed. Results are not cleaned after every ``get_result``
+    (``data_cleaner=False``) so that no cleaner process runs during the timings; release the
+    executor with :func:`release_lithops_executors`, which cleans the jobs' data once.
+    ``version`` 2 (Lithops' default) starts one Python process per call, 1 one runner per job.
+    """
+    import lithops
+
+    config = {
+        "lithops": {"backend": "localhost", "storage": "localhost", "data_cleaner": False},
+        "localhost": {"worker_processes": workers, "version": version},
+    }
+    return lithops.FunctionExecutor(backend="localhost", storage="localhost", config=config, log_level=None)
+
+
+def release_lithops_executors(executors: Iterable[Any], wait_s: float = 60.0) -> None:
+    """Shut down Lithops executors, clean their jobs' data and wait for Lithops' cleaner process."""
+    import lithops
+
+    for fexec in executors:
+        fexec.__exit__(None, None, None)
+        fexec.clean(clean_cloudobjects=False, clean_fn=True)
+        atexit.unregister(fexec._clean_at_exit)  # cleaned already; spawn nothing at exit
+    cleaner = lithops.FunctionExecutor._cleaner_process
+    if cleaner is not None:
+        cleaner.wait(wait_s)
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
