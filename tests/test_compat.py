@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import functools
 import gc
+import io
+import json
+import subprocess
+import sys
 import time
+import types
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ import pytest
 import dask_faas.compat as lithops
 from dask_faas.backends.storage import Storage
 from dask_faas.backends.storage.local import LocalStorage
+from dask_faas.compat._objects import _IterStream
 
 LINES = 300
 
@@ -250,3 +256,39 @@ def test_own_executor_from_a_lithops_config(s3_storage, s3_endpoint, storage_roo
         fexec.map(add, [(1, 2)])
         assert fexec.get_result() == [3]
         assert fexec._ex.storage.name == "local"
+
+
+# -- the package -------------------------------------------------------------------------------
+
+
+def test_the_package_exports_its_names_and_imports_neither_dask_nor_pandas():
+    public = {
+        name
+        for name in dir(lithops)
+        if not name.startswith("_") and not isinstance(getattr(lithops, name), types.ModuleType)
+    }
+    assert public - {"annotations"} == set(lithops.__all__)
+    # functions import the package to run the calls: it must stay light
+    code = (
+        "import sys, json\n"
+        "def in_a_function():\n"
+        "    import dask_faas.compat as pywren\n"
+        "    return pywren.ibm_cf_executor, pywren.FunctionExecutor, pywren.CloudObject\n"
+        "in_a_function()\n"
+        "print(json.dumps(sorted(m for m in ('dask', 'pandas', 'numpy', 'boto3', 'distributed') "
+        "if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_data_stream_joins_its_pieces_in_small_and_whole_reads():
+    pieces = [b"ab", b"", b"cdef", b"g" * 100_000, b"h"]
+
+    def stream(buffer_size: int) -> io.BufferedReader:
+        return io.BufferedReader(_IterStream(iter(pieces)), buffer_size=buffer_size)
+
+    small = stream(4)
+    assert [small.read(3) for _ in range(2)] == [b"abc", b"def"]
+    assert small.read() == b"g" * 100_000 + b"h" and small.read(1) == b""
+    assert stream(1 << 16).read() == b"".join(pieces)

@@ -1,0 +1,335 @@
+"""Lithops' ``FunctionExecutor`` (and PyWren-IBM's constructors) on a :class:`~dask_faas.FaasExecutor`."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._binding import as_list, bind, parameter_names
+from ._config import faas_settings, s3_storage_options, warn_ignored
+from ._function import UserFunction
+from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, fan_out, wait_for
+from ._map_reduce import groups_by_object, map_reduce_graph, run_graph
+from ._objects import expand_objects
+from ._storage import StorageClient
+
+if TYPE_CHECKING:
+    from ..executor import FaasExecutor
+
+_Calls = tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]
+
+
+class FunctionExecutor:
+    """Lithops' ``FunctionExecutor`` on a :class:`~dask_faas.FaasExecutor`.
+
+    Parameters
+    ----------
+    config : dict, optional
+        A Lithops configuration: ``lithops.backend``/``lithops.storage`` and an ``aws_s3``,
+        ``ibm_cos``, ``minio`` or ``ceph`` section (``endpoint``, ``access_key_id``,
+        ``secret_access_key``, ``region``, ``storage_bucket``) become ``faas`` settings.
+    backend, storage : str, optional
+        Lithops names (``localhost``, ``aws_s3``, ``ibm_cos``, ...) or dask-faas ones.
+    executor : FaasExecutor, optional
+        Run on this executor (it is not shut down by :meth:`close`).
+    storage_options : dict, optional
+        Options for listing ``s3://`` data on the client (default: the executor's ``faas.s3``).
+    **settings
+        ``faas`` settings (``workers``, ``timeout_s``, ``s3={...}``, ...); Lithops'
+        ``runtime_memory``, ``runtime_timeout`` and ``max_workers`` are understood.
+
+    Attributes
+    ----------
+    executor_id : str
+        The executor's id (the last segment of its job prefix).
+    backend : str
+        The name of the compute backend.
+    futures : list of ResponseFuture
+        The futures of every call not cleaned yet.
+    last_call : str or None
+        ``"call_async"``, ``"map"`` or ``"map_reduce"``.
+    """
+
+    def __init__(
+        self,
+        mode: str | None = None,
+        config: dict[str, Any] | None = None,
+        config_file: str | None = None,
+        backend: str | None = None,
+        storage: str | None = None,
+        monitoring: str | None = None,
+        log_level: Any = False,
+        *,
+        executor: FaasExecutor | None = None,
+        storage_options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        if config_file is not None:
+            raise NotImplementedError("config_file: use dask's config files (faas: section) instead")
+        self._owned = executor is None
+        if executor is None:
+            from ..executor import FaasExecutor  # not at import: functions import this package light
+
+            executor = FaasExecutor(**faas_settings(config, backend, storage, settings))
+        self._ex = executor
+        self.executor_id = executor.job_prefix.rsplit("/", 1)[-1]
+        self.backend = executor._settings["backend"]
+        self.futures: list[ResponseFuture] = []
+        self.last_call: str | None = None
+        self._jobs = itertools.count()
+        self._graphs = cf.ThreadPoolExecutor(4, thread_name_prefix="dask-faas-compat")
+        if storage_options is None:
+            storage_options = s3_storage_options(executor._settings.get("s3") or {})
+        self._storage_options = storage_options
+
+    @property
+    def storage(self) -> StorageClient:
+        """A Lithops-style storage client of the executor's storage, on the client."""
+        return StorageClient(self._ex.storage)
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def call_async(
+        self,
+        func: Callable[..., Any],
+        data: Any,
+        extra_env: Any = None,
+        runtime_memory: int | None = None,
+        timeout: float | None = None,
+        include_modules: Any = None,
+        exclude_modules: Any = None,
+    ) -> ResponseFuture:
+        """Run ``func`` once over ``data`` (tuple: positional, dict: by name, else the first parameter)."""
+        self.last_call = "call_async"
+        warn_ignored(extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout)
+        return self._map("A", func, self._calls(func, [data], None, None, None, "\n"), None)[0]
+
+    def map(
+        self,
+        map_function: Callable[..., Any],
+        map_iterdata: Any,
+        chunksize: int | None = None,
+        extra_args: Any = None,
+        extra_env: Any = None,
+        runtime_memory: int | None = None,
+        obj_chunk_size: int | None = None,
+        obj_chunk_number: int | None = None,
+        obj_newline: str | None = "\n",
+        timeout: float | None = None,
+        include_modules: Any = None,
+        exclude_modules: Any = None,
+    ) -> FuturesList:
+        """One call per element of ``map_iterdata`` (or per object/chunk for an ``obj`` function)."""
+        self.last_call = "map"
+        warn_ignored(extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout)
+        calls = self._calls(
+            map_function, map_iterdata, extra_args, obj_chunk_size, obj_chunk_number, obj_newline
+        )
+        return FuturesList(self._map("M", map_function, calls, chunksize), self)
+
+    def map_reduce(
+        self,
+        map_function: Callable[..., Any],
+        map_iterdata: Any,
+        reduce_function: Callable[..., Any],
+        chunksize: int | None = None,
+        extra_args: Any = None,
+        extra_args_reduce: Any = None,
+        extra_env: Any = None,
+        map_runtime_memory: int | None = None,
+        reduce_runtime_memory: int | None = None,
+        timeout: float | None = None,
+        obj_chunk_size: int | None = None,
+        obj_chunk_number: int | None = None,
+        obj_newline: str | None = "\n",
+        obj_reduce_by_key: bool = False,
+        spawn_reducer: int = 20,
+        include_modules: Any = None,
+        exclude_modules: Any = None,
+    ) -> FuturesList:
+        """Map, then call ``reduce_function`` once over the list of map results (in order).
+
+        The map results reach the reducer through object storage, as one Dask graph on the
+        executor; ``obj_reduce_by_key=True`` runs one reducer per object.
+        """
+        self.last_call = "map_reduce"
+        warn_ignored(
+            extra_env=extra_env,
+            map_runtime_memory=map_runtime_memory,
+            reduce_runtime_memory=reduce_runtime_memory,
+            timeout=timeout,
+        )
+        calls, parts, locators = self._calls(
+            map_function, map_iterdata, extra_args, obj_chunk_size, obj_chunk_number, obj_newline
+        )
+        job = f"{next(self._jobs):03d}"
+        groups = groups_by_object(parts) if obj_reduce_by_key and parts else [range(len(calls))]
+        graph, map_keys, reduce_keys = map_reduce_graph(
+            job, map_function, calls, locators, reduce_function, extra_args_reduce, groups
+        )
+        map_futures = [self._future(cf.Future(), f"M{job}", i) for i in range(len(calls))]
+        reduce_futures = [self._future(cf.Future(), f"R{job}", i) for i in range(len(groups))]
+        for future in map_futures:
+            future._produce_output = False
+        targets = [f.future for f in map_futures + reduce_futures]
+        for target in targets:
+            target.set_running_or_notify_cancel()
+        self._graphs.submit(run_graph, self._ex, graph, map_keys + reduce_keys, targets)
+        return FuturesList(map_futures + reduce_futures, self)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait(
+        self,
+        fs: Any = None,
+        throw_except: bool = True,
+        return_when: int = ALL_COMPLETED,
+        download_results: bool = False,
+        timeout: float | None = None,
+        threadpool_size: int = 64,
+        wait_dur_sec: float | None = None,
+        show_progressbar: bool = True,
+        clean_jobs: bool | None = None,
+    ) -> tuple[FuturesList, FuturesList]:
+        """Wait for ``fs`` (default: every future of this executor); return ``(done, not_done)``.
+
+        ``return_when``: ``ALL_COMPLETED``, ``ANY_COMPLETED``, ``ALWAYS`` or a percentage of done
+        futures. ``TimeoutError`` after ``timeout`` seconds; with ``throw_except``, the error of the
+        first failed call is raised.
+        """
+        futures = as_list(fs if fs is not None else self.futures)
+        done, not_done = wait_for(futures, return_when, timeout, throw_except)
+        return FuturesList(done, self), FuturesList(not_done, self)
+
+    def get_result(
+        self,
+        fs: Any = None,
+        throw_except: bool = True,
+        timeout: float | None = None,
+        threadpool_size: int = 64,
+        wait_dur_sec: float | None = None,
+        show_progressbar: bool = True,
+    ) -> Any:
+        """The results of ``fs`` (default: every call not read yet), in call order.
+
+        A single value when there is one result and the last call was not ``map``.
+        """
+        futures = as_list(fs) if fs is not None else [f for f in self.futures if not f._read]
+        self.wait(futures, throw_except=throw_except, timeout=timeout)
+        results = []
+        for future in futures:
+            if future._produce_output:
+                results.append(future.result(throw_except=throw_except))
+                if fs is None:
+                    future._read = True
+        if len(results) == 1 and self.last_call != "map":
+            return results[0]
+        return results
+
+    def clean(
+        self,
+        fs: Any = None,
+        cs: Any = None,
+        clean_cloudobjects: bool = True,
+        clean_fn: bool = False,
+        force: bool = False,
+        on_exit: bool = False,
+    ) -> None:
+        """Forget finished futures (``fs`` or all; unfinished ones too with ``force``).
+
+        Their map results kept in storage are deleted.
+        """
+        futures = as_list(fs) if fs is not None else list(self.futures)
+        for future in futures:
+            future._release(force)
+        released = {id(f) for f in futures if f.done}
+        self.futures = [f for f in self.futures if id(f) not in released]
+
+    def close(self) -> None:
+        """Stop; shut the executor down if this facade made it."""
+        self._graphs.shutdown(wait=True)
+        if self._owned:
+            self._ex.shutdown(wait=True)
+
+    def __enter__(self) -> FunctionExecutor:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+    def plot(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("plot: use executor.last_report or dask.diagnostics instead")
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _calls(
+        self,
+        fn: Callable[..., Any],
+        iterdata: Any,
+        extra_args: Any,
+        chunk_size: int | None,
+        chunk_number: int | None,
+        newline: str | None,
+    ) -> _Calls:
+        """The keyword arguments of each call, the chunks of each object and the data's locators.
+
+        For an ``obj`` function each call is expanded into one call per chunk of the objects.
+        """
+        params = parameter_names(fn)
+        if "rabbitmq" in params:
+            raise NotImplementedError("the 'rabbitmq' argument is not supported by dask-faas")
+        calls = bind(fn, iterdata, extra_args)
+        if "obj" not in params:
+            return calls, [], []
+        return expand_objects(
+            calls, self._ex.storage, self._storage_options, chunk_size, chunk_number, newline
+        )
+
+    def _map(
+        self, prefix: str, fn: Callable[..., Any], calls: _Calls, chunksize: int | None
+    ) -> list[ResponseFuture]:
+        """Submit the calls, ``chunksize`` calls per invocation; their futures, in call order."""
+        data, _, locators = calls
+        job = f"{prefix}{next(self._jobs):03d}"
+        mapper = UserFunction(fn)
+        size = max(1, chunksize or 1)
+        if size == 1:
+            return [
+                self._future(self._ex.submit(mapper, kwargs, i, locators), job, i)
+                for i, kwargs in enumerate(data)
+            ]
+        futures = []
+        for start in range(0, len(data), size):
+            batch = [(kwargs, start + i) for i, kwargs in enumerate(data[start : start + size])]
+            targets: list[cf.Future[Any]] = [cf.Future() for _ in batch]
+            whole = self._ex.submit(mapper.batch, batch, locators)
+            whole.add_done_callback(functools.partial(fan_out, targets=targets))
+            futures += [self._future(t, job, i) for t, (_, i) in zip(targets, batch, strict=True)]
+        return futures
+
+    def _future(self, future: cf.Future[Any], job_id: str, call_id: int) -> ResponseFuture:
+        response = ResponseFuture(future, self.executor_id, job_id, call_id)
+        self.futures.append(response)
+        return response
+
+
+def ibm_cf_executor(**kwargs: Any) -> FunctionExecutor:
+    """PyWren-IBM's ``ibm_cf_executor()``: a :class:`FunctionExecutor` on the configured backend."""
+    return FunctionExecutor(**kwargs)
+
+
+function_executor = ServerlessExecutor = ibm_cf_executor
+
+
+def LocalhostExecutor(**kwargs: Any) -> FunctionExecutor:
+    """Lithops' ``LocalhostExecutor``: the local function pool and local storage."""
+    kwargs.setdefault("backend", "local")
+    if kwargs.get("executor") is None and "s3" not in kwargs:
+        kwargs.setdefault("storage", "local")
+    return FunctionExecutor(**kwargs)
+
+
+local_executor = LocalhostExecutor

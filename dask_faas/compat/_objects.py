@@ -1,0 +1,215 @@
+"""The ``obj`` argument: objects planned into chunks on the client, read as :class:`CloudObject` in functions.
+
+A function with an ``obj`` parameter gets one call per object, or per chunk of it with
+``obj_chunk_size`` / ``obj_chunk_number`` (Lithops' ``job/partitioner.py``). The client lists the
+objects and plans byte ranges from their sizes alone; each call receives a :class:`Chunk`, which
+becomes a :class:`CloudObject` inside the function, where its bytes are streamed from storage.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .. import partition
+from ..backends.storage import Storage
+from ._binding import as_list
+from ._storage import storage_at
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What the client sends for one ``obj`` argument: a planned range of one object."""
+
+    rng: partition.ByteRange
+    scheme: str
+    part: int
+    total_parts: int
+    chunked: bool
+    newline: str | None
+
+
+def expand_objects(
+    calls: list[dict[str, Any]],
+    storage: Storage,
+    storage_options: dict[str, Any] | None,
+    chunk_size: int | None,
+    chunk_number: int | None,
+    newline: str | None,
+) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]:
+    """One call per chunk of every object that the ``obj`` argument of each call names.
+
+    Parameters
+    ----------
+    calls : list of dict
+        The keyword arguments of each call; ``obj`` is a URL, glob, path, :class:`CloudObject` or a
+        list of them (``bucket/key`` without scheme means ``storage``).
+    storage : Storage
+        The executor's storage.
+    storage_options : dict, optional
+        Options for listing ``s3://`` data on the client.
+    chunk_size, chunk_number : int, optional
+        Lithops' ``obj_chunk_size`` and ``obj_chunk_number`` (which wins).
+    newline : str or None
+        ``"\\n"``: chunks hold whole lines; ``None``: exact byte ranges.
+
+    Returns
+    -------
+    calls : list of dict
+        The calls, ``obj`` replaced by a :class:`Chunk`; empty objects get no call.
+    parts : list of int
+        The number of chunks of each object, in call order.
+    locators : list of dict
+        The locators of the storages holding the objects.
+
+    Raises
+    ------
+    NotImplementedError
+        For a ``newline`` other than ``"\\n"`` or ``None``, or an HTTP URL.
+    """
+    if newline not in ("\n", None):
+        raise NotImplementedError(f"obj_newline={newline!r}: chunks align to '\\n' (or None)")
+    expanded, parts, locators = [], [], {}
+    for data in calls:
+        for obj in as_list(data["obj"]):
+            url = _url(obj, storage)
+            found, objects = partition.discover(url, storage_options)
+            locators[repr(found.locator())] = found.locator()
+            scheme = "local" if found.name == "local" else url.partition("://")[0]  # s3 or cos
+            for info in objects:
+                if info.size == 0:
+                    continue
+                ranges = _ranges(found, info, chunk_size, chunk_number)
+                chunked = len(ranges) > 1
+                for rng in ranges:
+                    chunk = Chunk(rng, scheme, rng.index + 1, len(ranges), chunked, newline)
+                    expanded.append({**data, "obj": chunk})
+                parts.append(len(ranges))
+    return expanded, parts, list(locators.values())
+
+
+def _url(obj: Any, storage: Storage) -> str:
+    """The URL or path of an ``obj`` element; ``bucket/key`` is in the executor's ``storage``."""
+    if isinstance(obj, CloudObject):
+        return obj.url
+    url = os.fspath(obj)
+    if url.startswith(("http://", "https://")):
+        raise NotImplementedError(f"{url}: HTTP URLs are not supported; use s3://, cos:// or a path")
+    if "://" in url or os.path.isabs(url):
+        return url
+    if storage.name in ("s3", "cos"):
+        return f"s3://{url}"
+    return os.path.join(getattr(storage, "root", ""), url)
+
+
+def _ranges(
+    storage: Storage, info: partition.ObjectInfo, chunk_size: int | None, chunk_number: int | None
+) -> list[partition.ByteRange]:
+    """Lithops' chunking of one object: ``obj_chunk_number`` wins over ``obj_chunk_size``."""
+    size = None
+    if chunk_number:
+        size = -(-info.size // chunk_number)  # Lithops: size // number, plus one for a remainder
+    elif chunk_size:
+        size = int(chunk_size)
+    if size is not None and size >= info.size:
+        size = None
+    return partition.plan(storage, [info], size, compression=None, header=False)
+
+
+class CloudObject:
+    """The ``obj`` argument: one object, or one chunk of it (Lithops' ``CloudObject``).
+
+    Parameters
+    ----------
+    chunk : Chunk
+        The planned chunk.
+
+    Attributes
+    ----------
+    backend, bucket, key : str
+        ``"s3"``/``"cos"``/``"local"``, the bucket and key; for a local file as Lithops does: its
+        directory and file name.
+    url, path : str
+        The object's URL (``s3://bucket/key``) or local path.
+    name : str
+        The last segment of the key (the PyWren-IBM talk's ``obj.name``).
+    size : int
+        The object's size in bytes.
+    data_byte_range : tuple of int
+        First and last byte (inclusive) of the chunk as planned; lines are completed past it.
+    chunk_size, part, total_parts, newline
+        Planned size of the chunk, its number (from 1) and the object's number of chunks.
+    data_stream : file-like
+        The chunk's bytes, streamed: whole lines (``newline="\\n"``), exact bytes (``None``), or the
+        whole raw object when it is not chunked.
+    """
+
+    def __init__(self, chunk: Chunk) -> None:
+        rng = chunk.rng
+        self._chunk = chunk
+        self.backend = chunk.scheme
+        self.url = self.path = rng.url
+        if chunk.scheme == "local":
+            self.bucket, self.key = os.path.split(rng.url)
+        else:
+            self.bucket, self.key = rng.locator["bucket"], rng.key
+        self.name = rng.key.rsplit("/", 1)[-1]
+        self.size = rng.size
+        self.data_byte_range = (rng.start, rng.end - 1)
+        self.chunk_size = rng.end - rng.start
+        self.part, self.total_parts, self.newline = chunk.part, chunk.total_parts, chunk.newline
+        self._stream: io.BufferedReader | None = None
+
+    @property
+    def data_stream(self) -> io.BufferedReader:
+        if self._stream is None:
+            self._stream = io.BufferedReader(_IterStream(self._pieces()), buffer_size=1 << 16)
+        return self._stream
+
+    def read(self, n: int = -1) -> bytes:
+        """Read from :attr:`data_stream`."""
+        return self.data_stream.read(n)
+
+    def _pieces(self) -> Iterator[bytes]:
+        chunk = self._chunk
+        rng, storage = chunk.rng, storage_at(chunk.rng.locator)
+        if not chunk.chunked:
+            yield storage.get(rng.key)
+        elif chunk.newline is None:
+            yield storage.get(rng.key, rng.start, rng.end)
+        else:
+            yield from partition.iter_lines(storage, rng)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_stream": None}
+
+    def __repr__(self) -> str:
+        return f"<CloudObject {self.url} part {self.part}/{self.total_parts}>"
+
+
+class _IterStream(io.RawIOBase):
+    """A readable raw stream over an iterator of byte strings, each copied out once."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._piece = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view, filled = memoryview(b).cast("B"), 0
+        while filled < len(view):
+            if not self._piece:
+                piece = next(self._pieces, None)
+                if piece is None:
+                    break
+                self._piece = memoryview(piece).cast("B")
+                continue
+            n = min(len(view) - filled, len(self._piece))
+            view[filled : filled + n] = self._piece[:n]
+            self._piece, filled = self._piece[n:], filled + n
+        return filled
