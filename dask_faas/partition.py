@@ -2,38 +2,29 @@
 
 Planning (client side) touches only LIST/HEAD requests, plus one small sample per object for the
 header: a URL, a glob or a list of keys becomes :class:`ObjectInfo` records, and those become
-:class:`ByteRange` partitions of about ``blocksize`` bytes each. Reading (function side) aligns a
-range to whole lines: a range that starts mid-line skips to the next line end, and its last line is
-completed by reading past the range's end until a newline, however long that line is. Every line of
-an object belongs to exactly one range: the one in which it starts.
+:class:`ByteRange` partitions of about ``blocksize`` bytes each. Reading them (function side:
+:func:`read_range`, :func:`iter_lines`) lives in :mod:`dask_faas.ranges` and is re-exported here.
 
 URLs: ``s3://bucket/key-or-prefix-or-glob`` and ``cos://...`` (the same S3-compatible protocol), and
 local paths (``/dir/*.csv``, ``file:///dir/*.csv``). In a glob ``*`` does not cross ``/`` and ``**``
 does; only the longest literal prefix is listed. In a list, a bare key after an ``s3://`` URL is a
 key of the same bucket.
 
-Lines end with ``b"\\n"`` (so CRLF works unchanged). A range that owns no line reads as its header
-alone (pandas parses that to an empty frame with the right columns), or as ``b""`` without header;
-an empty object reads as ``b""``, which ``pandas.read_csv`` rejects (``EmptyDataError``): callers
-treat such a partition as having no rows. Compressed objects (gzip, bz2, xz, zstd) are one range
-each, read whole and decompressed; their ``header`` is taken from the decompressed start.
-
-Quoted fields with line breaks cannot be split at line ends. An object split into several ranges is
-checked: a line with an odd number of ``"`` characters (a quoted field spanning a line break)
-raises ``ValueError`` naming the object and suggesting ``blocksize=None``. An object read as one
-range is returned as is, and pandas reads its quoted line breaks correctly.
+A range that owns no line reads as its header alone (pandas parses that to an empty frame with the
+right columns), or as ``b""`` without header; an empty object reads as ``b""``, which
+``pandas.read_csv`` rejects (``EmptyDataError``): callers treat such a partition as having no rows.
+Compressed objects (gzip, bz2, xz, zstd) are one range each; their ``header`` is taken from the
+decompressed start. Objects whose quoted fields hold line breaks must be read with
+``blocksize=None`` (:func:`read_range` says so when it meets one).
 """
 
 from __future__ import annotations
 
-import bz2
 import errno
 import itertools
-import lzma
 import os
 import re
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -41,16 +32,14 @@ from typing import Any
 from .backends.storage import Storage
 from .backends.storage.local import LocalStorage
 from .exceptions import ConfigError
+from .ranges import ByteRange, first_line, iter_lines, quote_options, read_range, zstd_decompressor
 
-__all__ = ["ByteRange", "ObjectInfo", "discover", "iter_lines", "plan", "read_range"]
+__all__ = ["ByteRange", "ObjectInfo", "discover", "iter_lines", "plan", "quote_options", "read_range"]
 
 _GLOB = re.compile(r"[*?\[]")
 _S3_SCHEMES = ("s3", "cos")
 _S3_OPTIONS = ("key", "secret", "token", "endpoint_url", "region_name", "client_kwargs")
 _SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
-_MAX_CHUNK = 64 * 2**20
-#: A line with an odd number of quotes: a quoted field that continues on the next line.
-_ODD_QUOTES = re.compile(rb'^[^"\n]*"(?:[^"\n]*"[^"\n]*")*[^"\n]*$', re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -70,38 +59,6 @@ class ObjectInfo:
     url: str
     key: str
     size: int
-
-
-@dataclass(frozen=True)
-class ByteRange:
-    """A partition: the lines of one object that start in ``[start, end)``.
-
-    Parameters
-    ----------
-    locator : dict
-        Storage locator of the object's bucket or directory (no credentials).
-    key, url, size
-        The object, as in :class:`ObjectInfo`.
-    start, end : int
-        Nominal byte range; ``end`` is exclusive (``end == size`` for the last range).
-    index : int
-        Position of this range among the object's ranges.
-    compression : str or None
-        ``"gzip"``, ``"bz2"``, ... for a compressed object (always one range for the whole object).
-    header : bytes
-        The object's header line (with its line end) to put in front of ranges that start after it;
-        empty when there is no header.
-    """
-
-    locator: dict[str, Any]
-    key: str
-    url: str
-    size: int
-    start: int
-    end: int
-    index: int
-    compression: str | None = None
-    header: bytes = b""
 
 
 def discover(
@@ -193,21 +150,11 @@ def plan(
         raise ValueError(f"blocksize and sample_bytes must be >= 1, got {blocksize}, {sample_bytes}")
     comps = [_compression(obj, compression) for obj in objects]
 
-    def first_line(job: tuple[ObjectInfo, str | None]) -> bytes:
-        obj, comp = job
-        chunks = _raw_chunks(storage, obj.key, 0, sample_bytes, sample_bytes, _MAX_CHUNK)
-        parts = []
-        for chunk in _decompressed(chunks, comp, strict=False) if comp else chunks:
-            newline = chunk.find(b"\n")
-            parts.append(chunk if newline < 0 else chunk[: newline + 1])
-            if newline >= 0:
-                break
-        return b"".join(parts)
-
     heads = [b""] * len(objects)
     if header and objects:
         with ThreadPoolExecutor(min(16, len(objects))) as pool:
-            heads = list(pool.map(first_line, zip(objects, comps, strict=True)))
+            keys, same = [obj.key for obj in objects], itertools.repeat
+            heads = list(pool.map(first_line, same(storage), keys, comps, same(sample_bytes)))
     locator, ranges = storage.locator(), []
     for obj, comp, head in zip(objects, comps, heads, strict=True):
         count = 1 if comp or blocksize is None else max(1, -(-obj.size // blocksize))
@@ -215,55 +162,6 @@ def plan(
         for index, (start, end) in enumerate(itertools.pairwise(cuts)):
             ranges.append(ByteRange(locator, obj.key, obj.url, obj.size, start, end, index, comp, head))
     return ranges
-
-
-def read_range(storage: Storage, rng: ByteRange, *, read_ahead: int = 1 << 20) -> bytes:
-    """The bytes of the lines starting in ``rng``, header first (decompressed for compressed objects).
-
-    The range is read with one ranged GET of ``[start - 1, end + read_ahead)``; a last line that
-    continues past that is completed with further GETs of growing size (``read_ahead``, doubled).
-
-    Raises
-    ------
-    ValueError
-        Naming the object, if a quoted field with a line break crosses the range's boundary.
-    """
-    if read_ahead < 1:
-        raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
-    prefix = rng.header if rng.start > 0 and not rng.compression else b""
-    first = rng.end - rng.start + 1 + read_ahead
-    data = b"".join([prefix, *_owned(storage, rng, first, read_ahead, _MAX_CHUNK)])
-    split = rng.start > 0 or rng.end < rng.size
-    quoted = split and not rng.compression and data.find(b'"', len(prefix)) >= 0
-    if quoted and _ODD_QUOTES.search(data, len(prefix)):
-        raise ValueError(
-            f"{rng.url}: a quoted field contains a line break (in bytes {rng.start}-{rng.end}), "
-            "so this object cannot be split into byte ranges; read it with blocksize=None"
-        )
-    return data
-
-
-def iter_lines(storage: Storage, rng: ByteRange, *, read_ahead: int = 1 << 20) -> Iterator[bytes]:
-    """The lines starting in ``rng`` (header excluded), streamed: for PyWren-style chunk functions.
-
-    Each line keeps its line end (the object's last line may have none). The header line (the first
-    line of the object when it was planned with ``header=True``) is never yielded. Objects are read
-    in GETs of ``read_ahead`` bytes; lines are not checked for quoted line breaks.
-    """
-    if read_ahead < 1:
-        raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
-    skip = rng.start == 0 and bool(rng.header)
-    carry = b""
-    for chunk in _owned(storage, rng, read_ahead, read_ahead, read_ahead):
-        lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
-        for line in lines:
-            if skip:
-                skip = False
-                continue
-            yield line + b"\n"
-    if carry and not skip:
-        yield carry
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -388,7 +286,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-# -- reading -----------------------------------------------------------------------------------
+# -- planning helpers ---------------------------------------------------------------------------
 
 
 def _compression(obj: ObjectInfo, compression: str | None) -> str | None:
@@ -398,87 +296,7 @@ def _compression(obj: ObjectInfo, compression: str | None) -> str | None:
         raise ValueError(f"unsupported compression {compression!r} for {obj.url}")
     if compression == "zstd":
         try:
-            _zstd()
+            zstd_decompressor()
         except ImportError:
             raise ImportError(f"reading {obj.url} needs zstd: pip install zstandard") from None
     return compression
-
-
-def _zstd() -> Any:
-    try:
-        from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
-
-        return zstd.ZstdDecompressor()
-    except ImportError:
-        import zstandard  # type: ignore[import-not-found]
-
-        return zstandard.ZstdDecompressor().decompressobj()
-
-
-_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
-    "gzip": lambda: zlib.decompressobj(wbits=47),
-    "bz2": bz2.BZ2Decompressor,
-    "xz": lzma.LZMADecompressor,
-    "zstd": _zstd,
-}
-
-
-def _raw_chunks(storage: Storage, key: str, pos: int, first: int, step: int, cap: int) -> Iterator[bytes]:
-    """Bytes of ``key`` from ``pos`` to its end, in GETs of ``first``, then ``step`` doubling to ``cap``."""
-    want, following = first, step
-    while True:
-        data = storage.get(key, pos, pos + want)
-        if data:
-            yield data
-        if len(data) < want:
-            return
-        pos += len(data)
-        want, following = following, min(2 * following, max(cap, step))
-
-
-def _decompressed(chunks: Iterable[bytes], compression: str, *, strict: bool) -> Iterator[bytes]:
-    """Decompress a stream of (possibly concatenated) compressed members."""
-    make = _DECOMPRESSORS[compression]
-    decompressor, fed = make(), False
-    for chunk in chunks:
-        while chunk:
-            fed = True
-            out = decompressor.decompress(chunk)
-            if out:
-                yield out
-            if getattr(decompressor, "eof", False):  # a member ended: more may follow
-                chunk, decompressor, fed = decompressor.unused_data, make(), False
-            else:
-                chunk = b""
-    if strict and fed:
-        raise EOFError(f"compressed ({compression}) data ended before the end-of-stream marker")
-
-
-def _owned(storage: Storage, rng: ByteRange, first: int, step: int, cap: int) -> Iterator[bytes]:
-    """The bytes of the lines starting in ``[rng.start, rng.end)``, header not added, in pieces."""
-    if rng.compression:
-        chunks = _raw_chunks(storage, rng.key, 0, first, step, cap)
-        yield from _decompressed(chunks, rng.compression, strict=True)
-        return
-    start, end = rng.start, rng.end
-    if start >= end:
-        return
-    pos = max(start - 1, 0)  # offset of the next chunk; byte start - 1 tells if a line starts at start
-    seeking = start > 0
-    for chunk in _raw_chunks(storage, rng.key, pos, first, step, cap):
-        lo = 0
-        if seeking:  # the first line start in [start, end) follows a "\n" in [start - 1, end - 1)
-            newline = chunk.find(b"\n", 0, max(end - 1 - pos, 0))
-            if newline < 0:
-                pos += len(chunk)
-                if pos >= end - 1:
-                    return
-                continue
-            seeking, lo = False, newline + 1
-        newline = chunk.find(b"\n", max(end - 1 - pos, lo))  # the last line ends at a "\n" >= end - 1
-        if newline >= 0:
-            yield chunk[lo : newline + 1]
-            return
-        if lo < len(chunk):
-            yield chunk[lo:]
-        pos += len(chunk)

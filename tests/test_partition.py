@@ -7,10 +7,12 @@ then concatenated, equal pandas on the whole object.
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import io
 import itertools
 import lzma
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dask_faas.config  # noqa: F401 - registers the faas.* defaults before any dask.config.set below
 from dask_faas.backends.storage import storage_from_locator
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.exceptions import ConfigError
-from dask_faas.partition import ByteRange, ObjectInfo, discover, iter_lines, plan, read_range
+from dask_faas.partition import (
+    ByteRange,
+    ObjectInfo,
+    discover,
+    iter_lines,
+    plan,
+    quote_options,
+    read_range,
+)
 
 HEADER = b"id,name,city\n"
 ROWS = [b"1,Ann,Paris\n", b"22,B\xc3\xa9a,K\xc3\xb8benhavn\n", b"333,Chlo\xc3\xa9,\xe6\x9d\xb1\xe4\xba\xac\n"]
@@ -347,13 +358,16 @@ def test_gzip_members_explicit_and_disabled(tmp_path: Path) -> None:
 QUOTED = b'id,text\n1,"two\nlines"\n2,"say ""hi"""\n3,plain\n'
 
 
+def read_all(storage: Any, ranges: Sequence[ByteRange], **kwargs: Any) -> list[bytes]:
+    return [read_range(storage, rng, **kwargs) for rng in ranges]
+
+
 def test_quoted_line_break_rejected_when_split(tmp_path: Path) -> None:
     path = put(tmp_path, "quoted.csv", QUOTED)
     storage, objects = discover(path)
     for blocksize in (1, 7, len(QUOTED) - 1):
         with pytest.raises(ValueError, match=r"quoted\.csv.*blocksize=None"):
-            for rng in plan(storage, objects, blocksize):
-                read_range(storage, rng)
+            read_all(storage, plan(storage, objects, blocksize))
     (whole,) = plan(storage, objects, None)
     assert read_range(storage, whole) == QUOTED
     frame = parse(read_range(storage, whole))
@@ -364,6 +378,116 @@ def test_quoted_line_break_rejected_when_split(tmp_path: Path) -> None:
 
 def test_balanced_quotes_split_fine(tmp_path: Path) -> None:
     check_object(tmp_path, b'id,text\n1,"a,b"\n2,"say ""hi"""\n3,"x"\r\n')
+
+
+def test_stray_quote_mid_field_accepted_when_split(tmp_path: Path) -> None:
+    """A quote inside an unquoted field (or after a closed one) is literal, as in pandas."""
+    check_object(tmp_path, b"a,b\n" + b'1,5" screen\n' * 40)
+    check_object(tmp_path, b'a,b\n1,"x"y"z\n2,w""v\n3,"q"\n', key="after-closed.csv")
+    # the reported case, through read_csv
+    from dask_faas.dataframe import read_csv
+
+    path = put(tmp_path, "q/a.csv", b"a,b\n" + b'1,5" screen\n' * 2000)
+    df = read_csv(path, blocksize=4000)
+    assert df.npartitions > 1
+    got = df.compute(scheduler="sync").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, pd.read_csv(path), check_dtype=False)  # dask: its own str dtype
+
+
+def test_quoted_line_break_after_a_stray_quote_rejected(tmp_path: Path) -> None:
+    data = b'id,size,text\n1,5" screen,"two\nlines"\n2,7" screen,plain\n'
+    path = put(tmp_path, "stray-then-break.csv", data)
+    storage, objects = discover(path)
+    message = rf"{re.escape(path)}: a quoted field contains a line break.*blocksize=None"
+    with pytest.raises(ValueError, match=message):
+        read_all(storage, plan(storage, objects, 20))
+
+
+def test_escaped_quotes_and_delimiters_in_quoted_fields_split_fine(tmp_path: Path) -> None:
+    rows = [b'1,"a, ""b"", c",2\n', b'2,"""",3\n', b'3,"",4\n', b'4,"x,""",5\n', b'5,"""y""",6\r\n']
+    check_object(tmp_path, b"id,text,n\n" + b"".join(rows * 3))
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_other_separator_with_the_keyword(tmp_path: Path, sep: str) -> None:
+    s = sep.encode()
+    fine = b'id%stext\n1%s"a%sb"\n2%s5" x\n3%s"say ""hi"""\n'.replace(b"%s", s)
+    path = put(tmp_path, "fine.csv", fine)
+    storage, objects = discover(path)
+    for blocksize in (1, 5, None):
+        parts = read_all(storage, plan(storage, objects, blocksize), sep=sep)
+        frames = [parse(part, sep=sep) for part in parts if part]
+        pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), parse(fine, sep=sep))
+    broken = b'id%stext\n1%s"two\nlines"\n2%sx\n'.replace(b"%s", s)
+    path = put(tmp_path, "broken.csv", broken)
+    storage, objects = discover(path)
+    ranges = plan(storage, objects, 8)
+    with pytest.raises(ValueError, match=r"broken\.csv"):
+        read_all(storage, ranges, sep=sep)
+    assert read_all(storage, ranges, sep=sep, quotechar=None)  # no quote character: nothing to check
+    if sep == "\t":  # pandas' whitespace separator: a quote after a space or a tab opens a field
+        with pytest.raises(ValueError, match=r"broken\.csv"):
+            read_all(storage, ranges, sep=r"\s+")
+
+
+def test_sniffed_separator_and_other_quotechar(tmp_path: Path) -> None:
+    path = put(tmp_path, "semi.csv", b'id;text\n1;"two\nlines"\n2;x\n')
+    storage, objects = discover(path)
+    ranges = plan(storage, objects, 8)
+    with pytest.raises(ValueError, match=r"semi\.csv"):
+        read_all(storage, ranges, sep=None)  # sniffed from the header line, as pandas does
+    assert read_all(storage, ranges, sep="a|b")  # regex separators: pandas never joins lines
+    path = put(tmp_path, "single.csv", b"id,text\n1,'two\nlines'\n2,it's\n")
+    storage, objects = discover(path)
+    ranges = plan(storage, objects, 8)
+    assert read_all(storage, ranges)
+    with pytest.raises(ValueError, match=r"single\.csv"):
+        read_all(storage, ranges, quotechar="'")
+    with pytest.raises(ValueError, match="one character"):
+        read_all(storage, ranges, quotechar="''")
+
+
+def test_quote_options_follow_pandas_keywords() -> None:
+    assert quote_options({}) == {"sep": ",", "quotechar": '"'}
+    assert quote_options({"sep": ";", "quotechar": "'"}) == {"sep": ";", "quotechar": "'"}
+    assert quote_options({"sep": ",", "delimiter": "\t"}) == {"sep": "\t", "quotechar": '"'}
+    assert quote_options({"sep": None}) == {"sep": None, "quotechar": '"'}
+    assert quote_options({"delim_whitespace": True})["sep"] == r"\s+"
+    assert quote_options({"quoting": csv.QUOTE_NONE, "quotechar": "'"})["quotechar"] is None
+
+
+LINE = st.text(alphabet=st.sampled_from(list('ab ",;\t')), min_size=1, max_size=12)
+
+
+def pandas_ends_quoted(line: bytes, sep: str) -> bool:
+    """Whether pandas' C parser finds ``line`` ending inside a quoted field."""
+    try:
+        pd.read_csv(io.BytesIO(line + b"\n"), header=None, dtype=str, sep=sep)
+    except pd.errors.ParserError as exc:
+        if "EOF inside string" in str(exc):
+            return True
+        raise
+    except pd.errors.EmptyDataError:
+        pass
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=LINE, sep=st.sampled_from([",", ";", "\t"]))
+def test_rejected_exactly_when_pandas_finds_a_line_ending_in_quotes(
+    prop_storage: LocalStorage, line: str, sep: str
+) -> None:
+    data = b"h\n" + line.encode() + b"\nz\n"
+    prop_storage.put("line.csv", data)
+    ranges = plan(prop_storage, [ObjectInfo("line.csv", "line.csv", len(data))], 3, header=False)
+    try:
+        read_all(prop_storage, ranges, sep=sep)
+    except ValueError as exc:
+        assert "quoted field contains a line break" in str(exc)
+        rejected = True
+    else:
+        rejected = False
+    assert rejected == pandas_ends_quoted(line.encode(), sep)
 
 
 # -- S3 (moto server on loopback) --------------------------------------------------------------
