@@ -142,7 +142,7 @@ class GraphRun:
         self.tasks = len(graph)
         out = _key_set(keys)
         graph = convert_legacy_graph(graph, all_keys=set(graph) | set(self.cache))
-        graph = cull(graph, out)
+        graph = {key: _keyed(key, node) for key, node in cull(graph, out).items()}
         _refuse_partd(graph)
         for node in list(graph.values()):  # dask's optimizations may have inlined persisted keys
             for dep in node.dependencies:
@@ -288,6 +288,16 @@ class GraphRun:
     def _delete_outputs(self, future: cf.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
             self.ex._job.delete(*(ref for _, ref in future.result() if isinstance(ref, Ref)))
+
+
+def _keyed(key: Hashable, node: GraphNode) -> GraphNode:
+    """``node`` under its graph key: dask-expr stores some nodes (``FromDelayed``'s aliases) under
+    another key than their own, which linear fusion cannot handle."""
+    if node.key == key:
+        return node
+    if isinstance(node, Alias):
+        return Alias(key, node.target)
+    return node.substitute({}, key=key)
 
 
 def _key_set(keys: Any) -> set[Hashable]:

@@ -192,3 +192,12 @@ def dask_faas_enable(executor: FaasExecutor):
     import dask_faas
 
     return dask_faas.enable(executor)
+
+
+def test_dataframe_from_delayed_parts(executor):
+    import dask.dataframe as dd
+    import pandas as pd
+
+    parts = [dask.delayed(pd.Series)([1, 2]), dask.delayed(pd.Series)([3])]
+    series = dd.from_delayed(parts, meta=pd.Series(dtype="int64"), verify_meta=False)
+    assert series.compute(scheduler=executor).tolist() == [1, 2, 3]  # graph keys != node keys
