@@ -45,8 +45,16 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     ConfigError
         For a keyword that is no setting, naming it and the closest setting.
     """
-    settings = {_canonical(k): v for k, v in dask.config.get("faas").items()}
     known = _DEFAULTS["faas"]
+    # defaults under dask.config's values: a dask.config.set({"faas...."}) entered before this module
+    # was imported deletes the whole section when it exits, defaults included
+    configured = {_canonical(k): v for k, v in (dask.config.get("faas", None) or {}).items()}
+    settings = {**known}
+    for name, value in configured.items():
+        if isinstance(known.get(name), dict) and isinstance(value, Mapping):
+            rename = str if name in _VERBATIM else _canonical
+            value = {**known[name], **{rename(k): v for k, v in value.items()}}
+        settings[name] = value
     for key, value in (overrides or {}).items():
         name = _canonical(key)
         if name not in known:

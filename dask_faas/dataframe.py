@@ -299,7 +299,7 @@ class CSVReader:
     def __call__(self, rng: partition.ByteRange, columns: list[Any] | None = None) -> pd.DataFrame:
         wanted = list(self.meta.columns) if columns is None else list(columns)
         kwargs, project = self._read_kwargs(wanted)
-        data = partition.read_range(_storage(rng.locator), rng)
+        data = partition.read_range(_storage(rng.locator), rng, **partition.quote_options(self.kwargs))
         try:
             df = pd.read_csv(io.BytesIO(data), **kwargs)
         except pd.errors.EmptyDataError:

@@ -86,3 +86,14 @@ def test_the_environment_setting_reaches_the_functions_and_no_credential_does(ma
     ex = make_executor(environment={"DASK_FAAS_TEST_FLAG": "on"})
     assert ex.submit(os.getenv, "DASK_FAAS_TEST_FLAG").result(timeout=60) == "on"
     assert ex.submit(os.getenv, "OPENBLAS_NUM_THREADS").result(timeout=60) == "1"
+
+
+def test_settings_entered_before_the_first_import_do_not_erase_the_defaults():
+    code = (
+        "import dask\n"
+        "with dask.config.set({'faas.s3': {'bucket': 'early'}}):\n"
+        "    import dask_faas.config as c\n"
+        "    assert c.resolve()['s3']['bucket'] == 'early'\n"
+        "assert c.resolve()['timeout-s'] == 300 and c.resolve()['s3']['bucket'] is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
