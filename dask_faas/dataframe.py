@@ -1,18 +1,16 @@
-"""Dask DataFrames whose partitions are read and written inside functions, straight from storage.
+"""Dask DataFrames whose partitions are read inside functions, straight from storage.
 
 :func:`read_csv` plans on the client from listings and object sizes (plus the header and a dtype
 sample of the first object) and builds the collection with :func:`dask.dataframe.from_map`, so
 building it computes nothing and no data passes through the client: each partition is one
-:class:`~dask_faas.partition.ByteRange`, read by the function that parses it. Column selections
-(``df[["a", "b"]]``, ``usecols=``) reach that reader as ``usecols``.
-
-:func:`to_csv` and :func:`to_parquet` write one object per partition from inside the functions,
-through dask-faas storage (``s3://``, ``cos://`` or a local directory): dask's own writers need
-fsspec's ``s3fs`` for ``s3://`` URLs. dask's ``df.to_csv(dir)`` / ``df.to_parquet(dir)`` still work
-for a local directory that the functions share with the client.
+:class:`~dask_faas.partition.ByteRange`, read by the function that parses it (:class:`CSVReader`).
+Column selections (``df[["a", "b"]]``, ``usecols=``) reach that reader as ``usecols``.
 
 Credentials never travel with a partition: inside a function the storage is rebuilt from its
 locator (bucket, endpoint, region) with the credentials of the function's own environment.
+
+The writers, :func:`to_csv` and :func:`to_parquet`, live in :mod:`dask_faas.writers` and are
+re-exported here, so that ``from dask_faas.dataframe import read_csv, to_csv, to_parquet`` works.
 
 This is the only module of dask-faas that imports :mod:`dask.dataframe`.
 """
@@ -22,13 +20,10 @@ from __future__ import annotations
 import bz2
 import io
 import lzma
-import os
-import threading
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -42,8 +37,8 @@ from pandas.api.types import (
 )
 
 from . import partition
-from .backends.storage import Storage, storage_from_locator
-from .exceptions import ConfigError
+from .backends.storage import Storage
+from .writers import _storage, to_csv, to_parquet
 
 __all__ = ["read_csv", "to_csv", "to_parquet"]
 
@@ -51,23 +46,6 @@ _UNSUPPORTED = ("iterator", "chunksize", "nrows")
 _ONE_RANGE_ONLY = ("skiprows", "skipfooter")
 #: Bytes of each object's start read for its header line (more only if the line is longer).
 _HEADER_SAMPLE = 4096
-_S3_OPTIONS = ("key", "secret", "token", "endpoint_url", "region_name", "client_kwargs")
-
-# -- storage, cached per locator in each process ---------------------------------------------------
-
-_storages: dict[tuple[tuple[str, Any], ...], Storage] = {}
-_storages_lock = threading.Lock()
-
-
-def _storage(locator: dict[str, Any]) -> Storage:
-    """The storage of ``locator``, built once per process (inside functions: from their environment)."""
-    marker = tuple(sorted(locator.items()))
-    with _storages_lock:
-        storage = _storages.get(marker)
-        if storage is None:
-            storage = _storages[marker] = storage_from_locator(locator)
-        return storage
-
 
 # -- read_csv ------------------------------------------------------------------------------------------
 
@@ -374,194 +352,3 @@ def _coerce_dtypes(df: pd.DataFrame, dtypes: dict[Any, Any], rng: partition.Byte
             f"the first object:\n{listing}\nPass dtype={{column: type}} to read_csv "
             "(or assume_missing=True for integer columns with missing values)."
         )
-
-
-# -- writers ---------------------------------------------------------------------------------------
-
-
-def to_csv(
-    df: dd.DataFrame,
-    urlpath: str,
-    *,
-    name_function: Callable[[int], str] | None = None,
-    compute: bool = True,
-    scheduler: Any = None,
-    storage_options: dict[str, Any] | None = None,
-    compute_kwargs: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> list[str] | list[Any]:
-    """Write each partition of ``df`` as one CSV object, from inside the functions.
-
-    Parameters
-    ----------
-    urlpath : str
-        ``s3://bucket/out/part-*.csv``, ``cos://...`` or a local path: ``*`` becomes
-        ``name_function(i)`` (zero-padded partition numbers by default). Without ``*`` it is a
-        directory (prefix) of ``0.part``, ``1.part``, ...
-    compute : bool
-        Write now and return the URLs; otherwise return one :class:`dask.delayed.Delayed` per
-        partition.
-    scheduler : optional
-        Scheduler of the compute (default: the active one, e.g. set by ``dask_faas.enable``).
-    storage_options : dict, optional
-        ``endpoint_url``, ``region_name`` (``s3://``); default: the ``faas.s3`` settings.
-    **kwargs
-        Passed to :meth:`pandas.DataFrame.to_csv` (``index``, ``sep``, ``compression``, ...).
-
-    Raises
-    ------
-    ConfigError
-        Before any write, if the bucket does not exist.
-    """
-    return _write(df, urlpath, "*.part", "csv", kwargs, name_function, compute, scheduler,
-                  storage_options, compute_kwargs)  # fmt: skip
-
-
-def to_parquet(
-    df: dd.DataFrame,
-    urlpath: str,
-    *,
-    write_index: bool = True,
-    compression: str | None = "snappy",
-    name_function: Callable[[int], str] | None = None,
-    compute: bool = True,
-    scheduler: Any = None,
-    storage_options: dict[str, Any] | None = None,
-    compute_kwargs: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> list[str] | list[Any]:
-    """Write each partition of ``df`` as one Parquet object (``part.<i>.parquet``), inside functions.
-
-    Every object gets the schema of ``df``'s meta, so partitions agree. Needs pyarrow
-    (``pip install 'dask-faas[parquet]'``). Parameters are those of :func:`to_csv`, plus
-    ``write_index``, ``compression`` and keywords of :func:`pyarrow.parquet.write_table`.
-    """
-    try:
-        import pyarrow as pa
-    except ImportError as exc:
-        raise ImportError("to_parquet needs pyarrow: pip install 'dask-faas[parquet]'") from exc
-    meta = df._meta if isinstance(df._meta, pd.DataFrame) else df._meta.to_frame()
-    options = {
-        "schema": pa.Schema.from_pandas(meta, preserve_index=write_index),
-        "write_index": write_index,
-        "compression": compression,
-        "kwargs": kwargs,
-    }
-    return _write(df, urlpath, "part.*.parquet", "parquet", options, name_function, compute, scheduler,
-                  storage_options, compute_kwargs)  # fmt: skip
-
-
-def _write(
-    df: dd.DataFrame,
-    urlpath: str,
-    default_name: str,
-    fmt: str,
-    options: dict[str, Any],
-    name_function: Callable[[int], str] | None,
-    compute: bool,
-    scheduler: Any,
-    storage_options: dict[str, Any] | None,
-    compute_kwargs: dict[str, Any] | None,
-) -> list[str] | list[Any]:
-    storage, url_prefix, template = _output(urlpath, default_name, storage_options)
-    storage.check()
-    parts = df.to_delayed()
-    if name_function is None:
-        width = len(str(max(len(parts) - 1, 0)))
-        name_function = lambda i: str(i).zfill(width)  # noqa: E731 - as dask's build_name_function
-    locator = storage.locator()
-    token = dask.base.tokenize(df, urlpath, fmt, options)
-    write = dask.delayed(_write_partition, pure=False)
-    writes = []
-    for i, part in enumerate(parts):
-        key = template.replace("*", name_function(i))
-        name = f"faas-to-{fmt}-{token}-{i}"
-        writes.append(write(part, locator, key, f"{url_prefix}{key}", fmt, options, dask_key_name=name))
-    if not compute:
-        return writes
-    kwargs = dict(compute_kwargs or {})
-    if scheduler is not None:
-        kwargs["scheduler"] = scheduler
-    return list(dask.compute(*writes, **kwargs))
-
-
-def _write_partition(
-    df: pd.DataFrame | pd.Series,
-    locator: dict[str, Any],
-    key: str,
-    url: str,
-    fmt: str,
-    options: dict[str, Any],
-) -> str:
-    """Encode one partition and put it as one object (runs inside a function); return its URL."""
-    if isinstance(df, pd.Series):
-        df = df.to_frame()
-    buffer = io.BytesIO()
-    if fmt == "csv":
-        df.to_csv(buffer, **options)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(df, schema=options["schema"], preserve_index=options["write_index"])
-        pq.write_table(table, buffer, compression=options["compression"], **options["kwargs"])
-    _storage(locator).put(key, buffer.getbuffer())
-    return url
-
-
-def _output(
-    urlpath: str, default_name: str, storage_options: dict[str, Any] | None
-) -> tuple[Storage, str, str]:
-    """``(storage, URL prefix, key template with '*')`` of an output URL."""
-    scheme, sep, rest = urlpath.partition("://")
-    if not sep:
-        scheme, rest = "file", urlpath
-    if scheme == "file":
-        from .backends.storage.local import LocalStorage
-
-        path = os.path.abspath(os.path.expanduser(rest))
-        if "*" not in os.path.basename(path):
-            path = os.path.join(path, default_name)
-        root, name = os.path.split(path)
-        if "*" in root:
-            raise ValueError(f"{urlpath!r}: '*' may appear in the file name only")
-        return LocalStorage(root), root + os.sep, name
-    if scheme not in ("s3", "cos", "s3a"):
-        raise ValueError(f"{urlpath!r}: unsupported URL scheme {scheme!r} (use s3://, cos:// or a path)")
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"{urlpath!r} names no bucket")
-    key = key.strip("/") if "*" not in key.rpartition("/")[2] else key
-    if "*" not in key:
-        key = f"{key}/{default_name}" if key else default_name
-    if "*" in key.rpartition("/")[0]:
-        raise ValueError(f"{urlpath!r}: '*' may appear in the object name only")
-    from .backends.storage.s3 import S3Storage
-
-    return S3Storage(bucket, **_s3_options(storage_options)), f"{scheme}://{bucket}/", key
-
-
-def _s3_options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    """S3Storage keywords from s3fs-style ``storage_options`` (as :func:`partition.discover` takes them).
-
-    ``None`` means the ``faas.s3`` settings; ``endpoint_url``/``region_name`` may also come in
-    ``client_kwargs``, but go to the storage itself so that its locator carries them to functions.
-    """
-    if storage_options is None:
-        settings = dask.config.get("faas.s3", default=None) or {}
-        options = {k.replace("-", "_"): v for k, v in settings.items()}
-        options = {k: v for k, v in options.items() if k in _S3_OPTIONS}
-    else:
-        options = dict(storage_options)
-        unknown = sorted(set(options) - set(_S3_OPTIONS))
-        if unknown:
-            raise ConfigError(f"unsupported storage_options {unknown}; supported: {', '.join(_S3_OPTIONS)}")
-    client_kwargs = dict(options.pop("client_kwargs", None) or {})
-    for name in ("endpoint_url", "region_name"):
-        value = client_kwargs.pop(name, None)
-        if options.get(name) is None:
-            options[name] = value
-    options = {k: v for k, v in options.items() if v is not None}
-    if client_kwargs:
-        options["client_kwargs"] = client_kwargs
-    return options

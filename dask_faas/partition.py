@@ -34,7 +34,16 @@ from .backends.storage.local import LocalStorage
 from .exceptions import ConfigError
 from .ranges import ByteRange, first_line, iter_lines, quote_options, read_range, zstd_decompressor
 
-__all__ = ["ByteRange", "ObjectInfo", "discover", "iter_lines", "plan", "quote_options", "read_range"]
+__all__ = [
+    "ByteRange",
+    "ObjectInfo",
+    "discover",
+    "iter_lines",
+    "plan",
+    "quote_options",
+    "read_range",
+    "s3_storage",
+]
 
 _GLOB = re.compile(r"[*?\[]")
 _S3_SCHEMES = ("s3", "cos")
@@ -97,7 +106,7 @@ def discover(
             if sch not in _S3_SCHEMES or bkt != bucket:
                 raise ValueError(f"all URLs must name one bucket: {items[0]!r} and {item!r} do not")
             specs.append((item, key))
-        storage: Storage = _s3_storage(bucket, storage_options)
+        storage: Storage = s3_storage(bucket, storage_options)
         base = f"{scheme}://{bucket}/"
     else:
         if any(sch in _S3_SCHEMES for sch, _, _ in parsed):
@@ -196,7 +205,19 @@ def _local_spec(path: str) -> tuple[str, str]:
     return root, path[len(root) :].lstrip("/")
 
 
-def _s3_storage(bucket: str, storage_options: dict[str, Any] | None) -> Storage:
+def s3_storage(bucket: str, storage_options: dict[str, Any] | None = None) -> Storage:
+    """The S3 storage of ``bucket`` for s3fs-style ``storage_options`` (reading and writing alike).
+
+    ``None`` means the ``faas.s3`` settings (``endpoint-url``, ``region-name``, ``key``, ``secret``,
+    ``token``). ``endpoint_url`` and ``region_name`` given in ``client_kwargs`` go to the storage
+    itself, so that its locator carries them to the functions.
+
+    Raises
+    ------
+    ConfigError
+        Naming the options other than ``key``, ``secret``, ``token``, ``endpoint_url``,
+        ``region_name`` and ``client_kwargs``.
+    """
     from .backends.storage.s3 import S3Storage
 
     if storage_options is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -287,3 +289,14 @@ def test_writing_to_a_missing_bucket_fails_before_any_invocation(s3_endpoint, ex
         fd.to_csv(df, "s3://no-such-bucket-out/x/", storage_options={"endpoint_url": s3_endpoint},
                   scheduler=executor)  # fmt: skip
     assert executor.stats["invocations"] == before
+
+
+def test_writers_refuse_unknown_storage_options_and_leave_dask_dataframe_unimported(storage_root):
+    storage = LocalStorage(storage_root.parent / "data")
+    put_objects(storage, "src", n=1)
+    df = fd.read_csv(f"{storage.root}/src/*.csv")
+    with pytest.raises(dask_faas.ConfigError, match=r"unsupported storage_options \['anon'\]"):
+        fd.to_csv(df, "s3://some-bucket/x/", storage_options={"anon": True})
+    # the function that writes a partition imports dask_faas.writers only: no dask.dataframe there
+    code = "import sys, dask_faas.writers; assert 'dask.dataframe' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
