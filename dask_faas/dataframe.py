@@ -37,8 +37,8 @@ from pandas.api.types import (
 )
 
 from . import partition
-from .backends.storage import Storage
-from .writers import _storage, to_csv, to_parquet
+from .backends.storage import Storage, storage_from_locator
+from .writers import to_csv, to_parquet
 
 __all__ = ["read_csv", "to_csv", "to_parquet"]
 
@@ -277,7 +277,9 @@ class CSVReader:
     def __call__(self, rng: partition.ByteRange, columns: list[Any] | None = None) -> pd.DataFrame:
         wanted = list(self.meta.columns) if columns is None else list(columns)
         kwargs, project = self._read_kwargs(wanted)
-        data = partition.read_range(_storage(rng.locator), rng, **partition.quote_options(self.kwargs))
+        data = partition.read_range(
+            storage_from_locator(rng.locator), rng, **partition.quote_options(self.kwargs)
+        )
         try:
             df = pd.read_csv(io.BytesIO(data), **kwargs)
         except pd.errors.EmptyDataError:

@@ -88,7 +88,6 @@ class Runtime:
         self._key = key
         self._functions: OrderedDict[str, Any] = OrderedDict()
         self._max_cached = max_cached_functions
-        self._storages: dict[tuple[tuple[str, Any], ...], Storage] = {}
         self.invocations = 0
 
     @classmethod
@@ -108,7 +107,7 @@ class Runtime:
         self.invocations += 1
         token = None
         try:
-            store = SignedStore(self._storage(inv.storage), self._key, inv.prefix)
+            store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
             token = _current.set(Context(store, inv.call, inv.attempt))
             fn = self._function(store, inv.function)
             calls = serialize.loads(self._read(store, inv.args))
@@ -126,13 +125,6 @@ class Runtime:
         return protocol.seal(response, self._key)
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _storage(self, locator: dict[str, Any]) -> Storage:
-        marker = tuple(sorted(locator.items()))
-        storage = self._storages.get(marker)
-        if storage is None:
-            storage = self._storages[marker] = storage_from_locator(locator)
-        return storage
 
     @staticmethod
     def _read(store: SignedStore, value: bytes | Ref) -> bytes | memoryview:

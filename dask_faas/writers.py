@@ -8,7 +8,7 @@ does (:func:`dask_faas.partition.s3_storage`).
 
 Credentials never travel with a partition: inside a function the storage is rebuilt from its
 locator (bucket, endpoint, region) with the credentials of the function's own environment, once per
-process (:func:`_storage`, which the reader in :mod:`dask_faas.dataframe` shares).
+process (:func:`~dask_faas.backends.storage.storage_from_locator`).
 
 This module does not import :mod:`dask.dataframe` (the function that writes a partition imports
 this module only); :mod:`dask_faas.dataframe` re-exports :func:`to_csv` and :func:`to_parquet`.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["to_csv", "to_parquet"]
 
 # -- storage, cached per locator in each process ---------------------------------------------------
-
-_storages: dict[tuple[tuple[str, Any], ...], Storage] = {}
-_storages_lock = threading.Lock()
-
-
-def _storage(locator: dict[str, Any]) -> Storage:
-    """The storage of ``locator``, built once per process (inside functions: from their environment)."""
-    marker = tuple(sorted(locator.items()))
-    with _storages_lock:
-        storage = _storages.get(marker)
-        if storage is None:
-            storage = _storages[marker] = storage_from_locator(locator)
-        return storage
 
 
 # -- writers ---------------------------------------------------------------------------------------
@@ -178,7 +164,7 @@ def _write_partition(
 
         table = pa.Table.from_pandas(df, schema=options["schema"], preserve_index=options["write_index"])
         pq.write_table(table, buffer, compression=options["compression"], **options["kwargs"])
-    _storage(locator).put(key, buffer.getbuffer())
+    storage_from_locator(locator).put(key, buffer.getbuffer())
     return url
 
 

@@ -8,9 +8,10 @@ from typing import Any
 import cloudpickle
 
 from .. import serialize, worker
+from ..backends.storage import storage_from_locator
 from ._binding import POSITIONAL, parameter_names
 from ._objects import Chunk, CloudObject
-from ._storage import StorageClient, boto3_client, storage_at
+from ._storage import StorageClient, boto3_client
 
 
 class UserFunction:
@@ -56,12 +57,12 @@ class UserFunction:
         try:
             job_storage = worker.current().storage
         except RuntimeError:  # not in a function (a local executor): the data's own storage
-            job_storage = storage_at(locators[0]) if locators else None
+            job_storage = storage_from_locator(locators[0]) if locators else None
         if "storage" in self.params:
             data["storage"] = StorageClient(job_storage, locators)
         for name in ("ibm_cos", "boto3_client"):
             if name in self.params:
-                source = storage_at(obj._chunk.rng.locator) if obj is not None else job_storage
+                source = storage_from_locator(obj._chunk.rng.locator) if obj is not None else job_storage
                 data[name] = boto3_client(source)
         if "id" in self.params:
             data["id"] = call_id

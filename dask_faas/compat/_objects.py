@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import partition
-from ..backends.storage import Storage
+from ..backends.storage import Storage, storage_from_locator
 from ._binding import as_list
-from ._storage import storage_at
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class CloudObject:
 
     def _pieces(self) -> Iterator[bytes]:
         chunk = self._chunk
-        rng, storage = chunk.rng, storage_at(chunk.rng.locator)
+        rng, storage = chunk.rng, storage_from_locator(chunk.rng.locator)
         if not chunk.chunked:
             yield storage.get(rng.key)
         elif chunk.newline is None:

@@ -9,23 +9,10 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from ..backends.storage import Storage, storage_from_locator
-
-_storages: dict[tuple[tuple[str, Any], ...], Storage] = {}
-_storages_lock = threading.Lock()
-
-
-def storage_at(locator: dict[str, Any]) -> Storage:
-    """The storage of ``locator``, built once per process (credentials from the environment)."""
-    marker = tuple(sorted(locator.items()))
-    with _storages_lock:
-        if marker not in _storages:
-            _storages[marker] = storage_from_locator(locator)
-        return _storages[marker]
 
 
 def bucket_of(storage: Storage) -> str:
@@ -72,7 +59,7 @@ class StorageClient:
         self._default = storage
         self._known: dict[str, Storage] = {}
         self._s3: dict[str, Any] | None = None
-        for candidate in [storage, *(storage_at(loc) for loc in locators)]:
+        for candidate in [storage, *(storage_from_locator(loc) for loc in locators)]:
             self._known.setdefault(bucket_of(candidate), candidate)
             if candidate.name in ("s3", "cos") and self._s3 is None:
                 self._s3 = candidate.locator()
@@ -83,9 +70,9 @@ class StorageClient:
         if not bucket or bucket in self._known:
             return self._known.get(bucket or "", self._default)
         if self._s3 is not None:
-            return storage_at({**self._s3, "bucket": bucket})
+            return storage_from_locator({**self._s3, "bucket": bucket})
         root = getattr(self._default, "root", None)
-        return storage_at({"backend": "local", "root": os.path.join(root or "", bucket)})
+        return storage_from_locator({"backend": "local", "root": os.path.join(root or "", bucket)})
 
     def get_object(
         self, bucket: str, key: str, stream: bool = False, extra_get_args: dict[str, Any] | None = None

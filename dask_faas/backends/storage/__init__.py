@@ -6,6 +6,7 @@ One :class:`~dask_faas.backends.storage.s3.S3Storage` covers AWS S3, IBM COS, Ce
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ...exceptions import ConfigError
@@ -21,9 +22,22 @@ registry.register("s3", "dask_faas.backends.storage.s3:S3Storage", "pip install 
 registry.register("cos", "dask_faas.backends.storage.s3:S3Storage", "pip install boto3")
 
 
+_BY_LOCATOR: dict[tuple[tuple[str, Any], ...], Storage] = {}
+_BY_LOCATOR_LOCK = threading.Lock()
+
+
 def storage_from_locator(locator: dict[str, Any]) -> Storage:
-    """Build the storage a :meth:`Storage.locator` describes (used inside functions)."""
-    return registry.load(locator["backend"]).from_locator(locator)
+    """The storage a :meth:`Storage.locator` describes, built once per process.
+
+    Used inside functions, where credentials come from the function's environment: a warm function
+    reuses its clients (and their connection pools) from one invocation to the next.
+    """
+    marker = tuple(sorted(locator.items()))
+    with _BY_LOCATOR_LOCK:
+        storage = _BY_LOCATOR.get(marker)
+        if storage is None:
+            storage = _BY_LOCATOR[marker] = registry.load(locator["backend"]).from_locator(locator)
+        return storage
 
 
 #: The settings section holding each built-in storage's constructor keywords.
