@@ -271,6 +271,8 @@ def test_a_16_to_16_shuffle_makes_16_writes_and_at_most_256_reads(s3_bucket, pro
     assert ours["PUT"] == 16  # one object per mapper, no commit markers: the index is the commit
     assert 0 < ours["GET"] <= 16 * 16 and ranged["GET"] == ours["GET"]
     assert ours["HEAD"] == 0
+    puts = [path for method, path, _ in proxy.requests if method == "PUT" and in_exchange(path)]
+    assert len({path.split("/x/")[1].split("/")[0] for path in puts}) > 4  # spread over key prefixes
     objects = [key for key, _ in ex.storage.list(ex.job_prefix)]
     assert not [key for key in objects if "/x/" in key], "exchange objects left behind"
     assert all("/fn/" in key for key in objects), objects
