@@ -130,7 +130,7 @@ class GraphRun:
     def _prepare(self, dsk: Any, keys: Any) -> None:
         if not isinstance(dsk, Mapping):
             self.annotations = dsk.__dask_annotations__()
-            dsk = shuffle.rewrite(dsk, dsk.__dask_graph__())
+            dsk = shuffle.rewrite(dsk, dsk.__dask_graph__(), compute=self.name)
         graph = {}
         for key, node in dsk.items():
             value = node.value if isinstance(node, DataNode) else node

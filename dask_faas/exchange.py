@@ -150,7 +150,7 @@ def map_partition(df: Any, spec: Spec, mapper: int) -> Index:
 def combine(spec: Spec, group: int, sources: list[Index]) -> Index:
     """Second level: rewrite a group of mapper objects as one object with the same buckets."""
     context = worker.current()
-    secret = _signing_key(context.store)
+    store = context.store
 
     def whole(index: Index) -> memoryview:
         data = memoryview(context.storage.get(index.key))
@@ -169,7 +169,7 @@ def combine(spec: Spec, group: int, sources: list[Index]) -> Index:
         pieces = []
         for index, data in zip(sources, objects, strict=True):
             start, end = index.span(r)
-            pieces.extend([p] for p in _pieces(_verified(secret, index.key, r, data[start:end])))
+            pieces.extend([p] for p in _pieces(_verified(store, index.key, r, data[start:end])))
         buckets.append(_payload(pieces))
     return _write(spec, f"c{group}", buckets)
 
@@ -226,14 +226,14 @@ def _write(spec: Spec, part: str, buckets: list[list[Any] | None]) -> Index:
     hh = hashlib.blake2b(f"{spec.name}/{part}".encode(), digest_size=1).hexdigest()
     base = context.store.prefix + (f"/{spec.compute}/x" if spec.compute else "/x")
     key = f"{base}/{hh}/{spec.name}-{part}.{context.call}.{context.attempt}"
-    secret = _signing_key(context.store)
+    store = context.store
     chunks: list[Any] = []
     sizes = array("Q")
     for r, payload in enumerate(buckets):
         if payload is None:
             sizes.append(0)
             continue
-        chunks.append(_mac(secret, key, r, payload))
+        chunks.append(_mac(store, key, r, payload))
         chunks.extend(payload)
         sizes.append(_TAG + sum(len(c) for c in payload))
     context.storage.put(key, b"".join(chunks))
@@ -250,7 +250,7 @@ def _write(spec: Spec, part: str, buckets: list[list[Any] | None]) -> Index:
 
 def _fetch(context: worker.Context, jobs: list[tuple[Index, int]]) -> list[memoryview | None]:
     """The verified payloads of ``(index, bucket)`` pairs, read in parallel with ranged GETs."""
-    secret = _signing_key(context.store)
+    store = context.store
 
     def read(job: tuple[Index, int]) -> memoryview | None:
         index, bucket = job
@@ -258,7 +258,7 @@ def _fetch(context: worker.Context, jobs: list[tuple[Index, int]]) -> list[memor
         if start == end:
             return None
         data = context.storage.get(index.key, start, end)
-        payload = _verified(secret, index.key, bucket, memoryview(data))
+        payload = _verified(store, index.key, bucket, memoryview(data))
         return memoryview(bytearray(payload))  # writable memory for the arrays built on it
 
     if len(jobs) == 1:
@@ -276,24 +276,15 @@ def _assemble(spec: Spec, payloads: list[memoryview | None], drop: Any) -> Any:
     return out
 
 
-def _verified(secret: bytes, key: str, bucket: int, data: memoryview) -> memoryview:
+def _verified(store: SignedStore, key: str, bucket: int, data: memoryview) -> memoryview:
     payload = data[_TAG:]
-    if len(data) < _TAG or not hmac.compare_digest(data[:_TAG], _mac(secret, key, bucket, [payload])):
+    if len(data) < _TAG or not hmac.compare_digest(data[:_TAG], _mac(store, key, bucket, [payload])):
         raise IntegrityError(f"bucket {bucket} of exchange object {key!r} failed its tag check (tampered?)")
     return payload
 
 
-def _mac(secret: bytes, key: str, bucket: int, chunks: Iterable[Any]) -> bytes:
-    mac = hmac.new(secret, _DOMAIN + f"{key}\0{bucket}\0".encode(), hashlib.sha256)
-    for chunk in chunks:
-        mac.update(chunk)
-    return mac.digest()
-
-
-def _signing_key(store: SignedStore) -> bytes:
-    # The job's HMAC key (from the function's deployment, never from a payload). SignedStore keeps
-    # it private; a public ``SignedStore.mac(...)`` would remove this reach-in.
-    return store._key
+def _mac(store: SignedStore, key: str, bucket: int, chunks: Iterable[Any]) -> bytes:
+    return store.mac(_DOMAIN + f"{key}\0{bucket}\0".encode(), *chunks)
 
 
 # -- encoding -----------------------------------------------------------------------------------

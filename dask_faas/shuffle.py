@@ -25,10 +25,8 @@ pieces in mapper order, as dask's single-stage task shuffle does.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
-import sys
 from collections.abc import Hashable
 from dataclasses import replace
 from typing import Any
@@ -49,7 +47,7 @@ MERGE_COLUMN = "__hash_partition"
 _OUTPUT_FUNCTIONS = frozenset({"collect", "shuffle_unpack", "merge_unpack"})
 
 
-def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str | None = None) -> dict[Hashable, Any]:
+def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str) -> dict[Hashable, Any]:
     """``graph`` of ``expr`` with every dataframe shuffle's layer replaced by the storage exchange.
 
     Parameters
@@ -59,10 +57,9 @@ def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str | None = None) -
         shuffles materialized earlier into a plain graph (``to_delayed``) are found by their tasks.
     graph : dict
         ``expr.__dask_graph__()``.
-    compute : str, optional
+    compute : str
         Name of the compute (``GraphRun.name``): the exchange's objects are written under
-        ``<job prefix>/<compute>/``, which the engine deletes when the compute ends. By default
-        it is taken from the calling ``GraphRun``.
+        ``<job prefix>/<compute>/``, which the engine deletes when the compute ends.
 
     Raises
     ------
@@ -74,8 +71,6 @@ def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str | None = None) -
     found, joins = _materialized(graph)
     if not nodes and not found and not joins:
         return graph
-    if compute is None:
-        compute = _calling_compute()
     graph = dict(graph)
     replaced: set[Hashable] = set()
     for node in nodes:
@@ -284,24 +279,3 @@ def _call(task: Any) -> tuple[Any, tuple]:
 
 def _class_names(node: Any) -> set[str]:
     return {cls.__name__ for cls in type(node).__mro__}
-
-
-@functools.cache
-def _graph_run_type() -> type:
-    from .engine import GraphRun
-
-    return GraphRun
-
-
-def _calling_compute() -> str | None:
-    """The name of the ``GraphRun`` whose preparation calls :func:`rewrite` (engine.py does not pass
-    it yet); None elsewhere, and the objects then live under the job prefix until the job ends."""
-    frame = sys._getframe(2)
-    for _ in range(4):
-        if frame is None:
-            break
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, _graph_run_type()):
-            return owner.name
-        frame = frame.f_back
-    return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from . import protocol
 from .backends.storage import Storage
 from .protocol import Ref
@@ -49,6 +52,14 @@ class SignedStore:
         """Delete objects that are no longer needed."""
         if refs:
             self.storage.delete([ref.key for ref in refs])
+
+    def mac(self, *parts: bytes | memoryview) -> bytes:
+        """HMAC-SHA256 of ``parts`` with the job's signing key (for objects read by ranges, whose
+        pieces carry tags of their own)."""
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        return mac.digest()
 
     def child(self, name: str) -> SignedStore:
         """The store of the sub-prefix ``<prefix>/<name>``."""
