@@ -11,10 +11,10 @@ Notes on what needs care with functions (which share no disk):
   outside ``enable()`` that is dask's disk-based shuffle (``partd`` files in a local temporary
   directory), which the engine refuses, as it refuses the dataframe disk shuffle. So the bag tests
   pass ``shuffle="tasks"`` explicitly, or build the bag under ``enable()``.
-- Dataframe shuffles (``shuffle``, ``set_index`` on unsorted data, ...) need
-  ``dataframe.shuffle.method="tasks"``: without it dask lowers them to the local-disk shuffle and the
-  engine refuses with a ``ConfigError``; ``dask_faas.enable(executor)`` sets both the scheduler (which
-  also reaches the nested quantile compute of ``set_index``) and the shuffle method.
+- Dataframe shuffles (``shuffle``, ``set_index`` on unsorted data, ...), whatever method dask
+  lowered them to, run through the storage exchange with the same output keys, so their partitions
+  equal those of dask's task shuffle; ``dask_faas.enable(executor)`` also reaches the nested
+  quantile compute of ``set_index``.
 - ``df.head()`` computes at once on the *configured* scheduler: use ``head(compute=False)`` with
   ``scheduler=``, or ``enable()``.
 """
@@ -460,7 +460,7 @@ def test_dataframe_value_counts(ex, pdf, ddf):
     (faas,), (sync,) = on_faas(ex, single), on_sync(single)
     pdt.assert_series_equal(faas.sort_index(), sync.sort_index())
     pdt.assert_series_equal(faas.sort_index(), expected, check_dtype=False)
-    # dask's default (split_out=True) shuffles the counts: it runs as the task shuffle
+    # dask's default (split_out=True) shuffles the counts: it runs through the storage exchange
     pdt.assert_series_equal(on_faas(ex, ddf.key.value_counts())[0].sort_index(), expected, check_dtype=False)
     with dask_faas.enable(ex):
         shuffled = ddf.key.value_counts().compute()
@@ -488,9 +488,9 @@ def test_dataframe_string_ops(ex, pdf, ddf):
     assert (faas[0]["length"] == pdf.s.str.len()).all()
 
 
-def test_a_local_disk_shuffle_runs_as_the_task_shuffle(ex, pdf, ddf):
-    """Without enable(), dask lowers shuffles to the local-disk method: faas_get swaps in the task
-    shuffle with the same output keys, so the same rows land in the same partitions as sync's task
+def test_a_local_disk_shuffle_runs_through_the_storage_exchange(ex, pdf, ddf):
+    """Without enable(), dask lowers shuffles to the local-disk method: faas_get swaps in the storage
+    exchange with the same output keys, so the same rows land in the same partitions as sync's task
     shuffle, and no partd file is written."""
     assert dask.config.get("dataframe.shuffle.method", None) is None
     shuffled = ddf.shuffle("key")
