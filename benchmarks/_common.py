@@ -12,15 +12,20 @@ import json
 import math
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
 __all__ = [
+    "LOOPBACK_AWS_ENV",
     "Measurement",
     "descendant_processes",
     "descendant_schedstats",
@@ -28,8 +33,12 @@ __all__ = [
     "format_ratio",
     "format_table",
     "lithops_localhost_executor",
+    "lithops_localhost_executor_on_s3",
+    "process_cpu_seconds",
     "ratio",
     "release_lithops_executors",
+    "start_moto_server",
+    "stop_process",
     "time_repeats",
     "wait_for_no_descendants",
     "write_json",
@@ -243,6 +252,113 @@ def release_lithops_executors(executors: Iterable[Any], wait_s: float = 60.0) ->
     cleaner = lithops.FunctionExecutor._cleaner_process
     if cleaner is not None:
         cleaner.wait(wait_s)
+
+
+def lithops_localhost_executor_on_s3(
+    workers: int, version: int, endpoint_url: str, bucket: str, key: str, secret: str
+) -> Any:
+    """A Lithops localhost ``FunctionExecutor`` whose storage is an S3-compatible server.
+
+    Lithops' ``minio`` storage backend is its boto3 client for any S3-compatible endpoint: the
+    jobs' data (function, arguments, status, results) go to ``bucket`` on ``endpoint_url``, and
+    ``map(f, "minio://<bucket>/<prefix>/", obj_chunk_size=...)`` reads objects of that server.
+    Otherwise as :func:`lithops_localhost_executor` (configured in code, ``data_cleaner=False``;
+    release it with :func:`release_lithops_executors`).
+    """
+    import lithops
+
+    config = {
+        "lithops": {"backend": "localhost", "storage": "minio", "data_cleaner": False},
+        "localhost": {"worker_processes": workers, "version": version},
+        "minio": {
+            "endpoint": endpoint_url,
+            "access_key_id": key,
+            "secret_access_key": secret,
+            "storage_bucket": bucket,
+        },
+    }
+    return lithops.FunctionExecutor(backend="localhost", storage="minio", config=config, log_level=None)
+
+
+#: Dummy AWS settings for clients of a loopback S3 server (as ``tests/fixtures_s3.py`` sets them):
+#: never the developer's ~/.aws, never a proxy for loopback.
+LOOPBACK_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
+
+
+def start_moto_server(log_path: str, timeout_s: float = 30.0, attempts: int = 3) -> tuple[Any, str]:
+    """Start moto's S3-compatible server (``python -m moto.server``) on a free 127.0.0.1 port.
+
+    As ``tests/fixtures_s3.py`` does: its output (one line per request) goes to ``log_path``
+    (a file, never an unread pipe), and it is started again on another port if another process
+    took the free port first. Returns ``(Popen, endpoint URL)`` once it answers; stop it with
+    :func:`stop_process`. Any credentials are accepted.
+    """
+    env = {**os.environ, **LOOPBACK_AWS_ENV, "PYTHONUNBUFFERED": "1"}
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+        env.pop(name, None)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for attempt in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                opener.open(f"{url}/moto-api/data.json", timeout=1.0).close()
+                return proc, url
+            except urllib.error.HTTPError:
+                return proc, url  # it answered
+            except OSError:
+                time.sleep(0.05)
+        exit_code = proc.poll()
+        stop_process(proc)
+        with open(log_path, errors="replace") as f:
+            output = f.read()[-4000:]
+        if exit_code is None or "in use" not in output or attempt == attempts - 1:
+            state = "did not answer" if exit_code is None else f"exited with code {exit_code}"
+            raise RuntimeError(f"moto server on {url} {state} within {timeout_s:.0f}s; output:\n{output}")
+    raise AssertionError("unreachable")
+
+
+def stop_process(proc: Any, grace_s: float = 10.0) -> None:
+    """Terminate a ``subprocess.Popen`` (kill it after ``grace_s``) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, its ended threads included (NaN if unknown).
+
+    From ``/proc/<pid>/stat`` (Linux; clock-tick resolution). Unlike :func:`descendant_schedstats`,
+    which sums the living threads, this counts threads that have ended too (a threaded server).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().decode(errors="replace").rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
