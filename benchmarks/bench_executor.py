@@ -7,7 +7,6 @@ of worker processes (``--workers``, default 2), is warmed up once (untimed), the
 
     faas-map           FaasExecutor.map(chunksize=1), the embedded local pool + local storage
     faas-dask          dask.compute(<delayed calls>, scheduler=<the FaasExecutor>)
-    faas-dask-batched  the same with chunksize=6 (dask's processes scheduler batches 6 by default)
     ppe-map            concurrent.futures.ProcessPoolExecutor.map
     dask-processes     dask.compute(..., scheduler="processes"): dask's default, a new pool per compute
     dask-processes-warm  the same with pool=<a warm ProcessPoolExecutor> (for reference)
@@ -55,7 +54,6 @@ PACKAGES = ["dask-faas", "dask", "distributed", "lithops", "cloudpickle", "numpy
 NAMES = {
     "faas-map": "FaasExecutor.map",
     "faas-dask": "dask.compute via FaasExecutor",
-    "faas-dask-batched": "dask.compute via FaasExecutor, chunksize=6",
     "ppe-map": "ProcessPoolExecutor.map",
     "dask-processes": "dask processes scheduler",
     "dask-processes-warm": "dask processes scheduler, warm pool",
@@ -123,13 +121,7 @@ def faas_group(args: argparse.Namespace) -> Iterator[list[Case]]:
                 "faas-dask",
                 args.calls,
                 lambda: dask.compute(tasks, scheduler=ex)[0],
-                "dask's executor path (local.get_async + submit)",
-            ),
-            Case(
-                "faas-dask-batched",
-                args.calls,
-                lambda: dask.compute(tasks, scheduler=ex, chunksize=6)[0],
-                "6 tasks per invocation, as the processes scheduler batches",
+                "faas_get: the executor is a scheduler (batched invocations)",
             ),
         ]
         print(f"  FaasExecutor stats: {ex.stats}", flush=True)
@@ -269,7 +261,7 @@ def lithops_group(args: argparse.Namespace) -> Iterator[list[Case]]:
 
 GROUPS: list[tuple[list[str], Group]] = [
     (["ppe-map"], ppe_group),
-    (["faas-map", "faas-dask", "faas-dask-batched"], faas_group),
+    (["faas-map", "faas-dask"], faas_group),
     (["dask-processes", "dask-processes-warm"], dask_processes_group),
     (["distributed-map", "distributed-dask"], distributed_group),
     (["lithops-v2", "lithops-v1"], lithops_group),

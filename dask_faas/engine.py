@@ -18,6 +18,7 @@ import itertools
 import queue
 from collections.abc import Hashable, Mapping
 from dataclasses import replace
+from graphlib import TopologicalSorter
 from typing import Any
 
 import dask
@@ -25,6 +26,7 @@ from dask._task_spec import (
     Alias,
     DataNode,
     GraphNode,
+    Task,
     convert_legacy_graph,
     cull,
     fuse_linear_task_spec,
@@ -151,6 +153,7 @@ class GraphRun:
                 if (ref := persisted.find(dep, self.ex)) is not None:
                     self.cache[dep] = ref
                     self.protected.add(dep)
+        graph = fuse_partitionwise(graph, out | self.protected)
         graph = fuse_linear_task_spec(graph, out)
         dependents = reverse_dict({k: t.dependencies for k, t in graph.items()})
         self.graph = resolve_aliases(graph, out, dependents)
@@ -288,6 +291,45 @@ class GraphRun:
     def _delete_outputs(self, future: cf.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
             self.ex._job.delete(*(ref for _, ref in future.result() if isinstance(ref, Ref)))
+
+
+def fuse_partitionwise(graph: dict[Hashable, GraphNode], keep: set[Hashable]) -> dict[Hashable, GraphNode]:
+    """Fuse each task into its dependents when they all belong to one group of the same partition.
+
+    ``dask.compute`` hands dataframe graphs over without dask's blockwise fusion, and a column
+    projection makes diamonds (one ``read-csv`` partition feeding three ``getitem`` tasks) that linear
+    fusion cannot merge. A task joins its dependents' group when it is not requested, all its
+    dependents are in one group and share its partition index (``key[1:]``); each group becomes one
+    task under the key of its root, so no output key changes and the partition's intermediates stay
+    inside one function.
+    """
+    dependents: dict[Hashable, list[Hashable]] = {key: [] for key in graph}
+    for key, node in graph.items():
+        for dep in node.dependencies:
+            if dep in dependents:
+                dependents[dep].append(key)
+    group: dict[Hashable, Hashable] = {}
+    for key in reversed(list(TopologicalSorter({k: n.dependencies & graph.keys() for k, n in graph.items()})
+                              .static_order())):  # fmt: skip
+        node, users = graph[key], dependents[key]
+        roots = {group[user] for user in users}
+        if (
+            key not in keep
+            and len(roots) == 1
+            and isinstance(node, Task)
+            and not node.block_fusion
+            and isinstance(key, tuple)
+            and all(isinstance(user, tuple) and user[1:] == key[1:] for user in users)
+        ):
+            group[key] = roots.pop()
+        else:
+            group[key] = key
+    members: dict[Hashable, list[GraphNode]] = {}
+    for key, root in group.items():
+        members.setdefault(root, []).append(graph[key])
+    return {
+        root: nodes[0] if len(nodes) == 1 else Task.fuse(*nodes, key=root) for root, nodes in members.items()
+    }
 
 
 def _keyed(key: Hashable, node: GraphNode) -> GraphNode:

@@ -201,3 +201,19 @@ def test_dataframe_from_delayed_parts(executor):
     parts = [dask.delayed(pd.Series)([1, 2]), dask.delayed(pd.Series)([3])]
     series = dd.from_delayed(parts, meta=pd.Series(dtype="int64"), verify_meta=False)
     assert series.compute(scheduler=executor).tolist() == [1, 2, 3]  # graph keys != node keys
+
+
+def test_partitionwise_fusion_keeps_a_partition_in_one_function(executor):
+    import dask.dataframe as dd
+    import pandas as pd
+
+    pdf = pd.DataFrame(
+        {"key": [i % 7 for i in range(800)], "a": range(800), "b": [i % 3 for i in range(800)]}
+    )
+    df = dd.from_pandas(pdf, npartitions=8)
+    query = df[(df.a > 10) & (df.b != 1)].groupby("key").a.sum()  # a diamond per partition
+    result = query.compute(scheduler=executor)
+    expected = pdf[(pdf.a > 10) & (pdf.b != 1)].groupby("key").a.sum()
+    pd.testing.assert_series_equal(result.sort_index(), expected, check_dtype=False)
+    report = executor.last_report
+    assert report.executed <= 8 + 3 < report.tasks  # one task per partition, plus the aggregation
