@@ -7,6 +7,7 @@ Import it from a script in this directory (``from _common import ...``); running
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import json
 import math
@@ -27,13 +28,16 @@ from typing import Any
 __all__ = [
     "LOOPBACK_AWS_ENV",
     "Measurement",
+    "add_json_and_timeout_arguments",
     "descendant_processes",
     "descendant_schedstats",
     "describe_environment",
+    "finish",
     "format_ratio",
     "format_table",
     "lithops_localhost_executor",
     "lithops_localhost_executor_on_s3",
+    "print_environment",
     "process_cpu_seconds",
     "ratio",
     "release_lithops_executors",
@@ -359,6 +363,68 @@ def process_cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return math.nan
+
+
+def add_json_and_timeout_arguments(
+    parser: argparse.ArgumentParser,
+    timeout: float = 900.0,
+    timeout_help: str = "seconds one group may take before the run is aborted with every thread's traceback",
+) -> None:
+    """Add the ``--json`` and ``--timeout`` options every script has."""
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
+    parser.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
+
+
+def print_environment(env: dict[str, Any]) -> None:
+    """Print the Python version, CPUs, load average and package versions of ``env``."""
+    print(
+        f"Python {env['python']} on {env['cpus']} CPUs, load average {env.get('loadavg')}; "
+        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    )
+
+
+def finish(
+    args: argparse.Namespace,
+    env: dict[str, Any],
+    started: float,
+    failures: list[str],
+    payload: Callable[[list[tuple[int, str]]], dict[str, Any]],
+    *,
+    blank_line: bool = True,
+    load_average: bool = True,
+    one_line: bool = False,
+) -> int:
+    """The end of a script's run: check for left-over processes, print them, the load average,
+    the total time since ``started`` and the failures, write ``payload(leftovers)`` as JSON to
+    ``args.json`` (if given, after setting ``env["loadavg_end"]``); return the exit code.
+
+    ``blank_line``, ``load_average`` and ``one_line`` keep each script's own output format.
+    """
+    # multiprocessing's resource tracker (started by spawn-context pools) lives until this
+    # interpreter exits, by design; anything else still running was not shut down.
+    leftovers = wait_for_no_descendants(
+        timeout_s=15, ignore=lambda cmd: "multiprocessing.resource_tracker" in cmd
+    )
+    if blank_line:
+        print()
+    if one_line:
+        print("left-over processes: " + (", ".join(f"{pid} {cmd}" for pid, cmd in leftovers) or "none"))
+    elif leftovers:
+        print("left-over processes:")
+        for pid, cmd in leftovers:
+            print(f"  {pid}: {cmd}")
+    else:
+        print("left-over processes: none")
+    if load_average:
+        print(f"load average at the end: {describe_environment().get('loadavg')}")
+    print(f"total time: {time.perf_counter() - started:.1f} s")
+    for failure in failures:
+        print(f"FAILED {failure}")
+
+    if args.json:
+        env["loadavg_end"] = describe_environment().get("loadavg")
+        write_json(args.json, payload(leftovers))
+    return 1 if failures or leftovers else 0
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:

@@ -73,18 +73,19 @@ from typing import Any
 from _common import (
     LOOPBACK_AWS_ENV,
     Measurement,
+    add_json_and_timeout_arguments,
     descendant_schedstats,
     describe_environment,
+    finish,
     format_ratio,
     format_table,
     lithops_localhost_executor_on_s3,
+    print_environment,
     process_cpu_seconds,
     ratio,
     release_lithops_executors,
     start_moto_server,
     stop_process,
-    wait_for_no_descendants,
-    write_json,
 )
 
 PACKAGES = ["dask-faas", "dask", "distributed", "pandas", "numpy", "boto3", "botocore", "moto", "lithops"]
@@ -1032,13 +1033,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=default_s3fs_python(),
         help="interpreter that has dask, distributed and s3fs, for the s3fs contenders",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=900.0,
-        help="seconds one group may take before the run is aborted with every thread's traceback",
-    )
+    add_json_and_timeout_arguments(parser)
     parser.add_argument("--s3fs-child", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.s3fs_child:
@@ -1061,10 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_csv: {args.objects} objects of ~{args.object_mb:g} MB, blocksize {args.blocksize:,}, "
         f"{args.workers} workers everywhere, median of {args.repeats} repeats after 1 untimed warm-up"
     )
-    print(
-        f"Python {env['python']} on {env['cpus']} CPUs, load average {env.get('loadavg')}; "
-        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-    )
+    print_environment(env)
     print(f"s3fs contenders: {args.s3fs_python or 'no interpreter with s3fs'}")
     started = time.perf_counter()
     failures: list[str] = []
@@ -1112,41 +1104,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_process(moto)
 
-    # multiprocessing's resource tracker (started by spawn-context pools) lives until this
-    # interpreter exits, by design; anything else still running was not shut down.
-    leftovers = wait_for_no_descendants(
-        timeout_s=15, ignore=lambda cmd: "multiprocessing.resource_tracker" in cmd
+    return finish(
+        args,
+        env,
+        started,
+        failures,
+        lambda leftovers: {
+            "benchmark": "bench_csv",
+            "args": {k: v for k, v in vars(args).items() if k != "child_environment"},
+            "environment": {**env, "s3fs_child": args.child_environment},  # after loadavg_end
+            "csv_bytes": total_bytes,
+            "results": {key: results[key].as_dict() for key in ORDER if key in results},
+            "single_stream_costs": costs,
+            "targets": targets,
+            "leftover_processes": leftovers,
+            "failures": failures,
+        },
     )
-    print()
-    if leftovers:
-        print("left-over processes:")
-        for pid, cmd in leftovers:
-            print(f"  {pid}: {cmd}")
-    else:
-        print("left-over processes: none")
-    print(f"load average at the end: {describe_environment().get('loadavg')}")
-    print(f"total time: {time.perf_counter() - started:.1f} s")
-    for failure in failures:
-        print(f"FAILED {failure}")
-
-    if args.json:
-        env["loadavg_end"] = describe_environment().get("loadavg")
-        env["s3fs_child"] = args.child_environment
-        write_json(
-            args.json,
-            {
-                "benchmark": "bench_csv",
-                "args": {k: v for k, v in vars(args).items() if k != "child_environment"},
-                "environment": env,
-                "csv_bytes": total_bytes,
-                "results": {key: results[key].as_dict() for key in ORDER if key in results},
-                "single_stream_costs": costs,
-                "targets": targets,
-                "leftover_processes": leftovers,
-                "failures": failures,
-            },
-        )
-    return 1 if failures or leftovers else 0
 
 
 if __name__ == "__main__":

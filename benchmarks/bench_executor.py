@@ -41,13 +41,14 @@ from typing import Any
 
 from _common import (
     Measurement,
+    add_json_and_timeout_arguments,
     describe_environment,
+    finish,
     format_ratio,
     format_table,
+    print_environment,
     ratio,
     time_repeats,
-    wait_for_no_descendants,
-    write_json,
 )
 
 PACKAGES = ["dask-faas", "dask", "distributed", "lithops", "cloudpickle", "numpy"]
@@ -379,13 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=ORDER, metavar="KEY", help="contenders to skip"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=900.0,
-        help="seconds one group may take before the run is aborted with every thread's traceback",
-    )
+    add_json_and_timeout_arguments(parser)
     args = parser.parse_args(argv)
     if min(args.calls, args.repeats, args.workers, args.lithops_v2_calls) < 1:
         parser.error("--calls, --repeats, --workers and --lithops-v2-calls must be positive")
@@ -399,44 +394,28 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_executor: {args.calls} calls of inc(x) = x + 1, {args.workers} workers everywhere, "
         f"median of {args.repeats} repeats after 1 untimed warm-up"
     )
-    print(
-        f"Python {env['python']} on {env['cpus']} CPUs, load average {env.get('loadavg')}; "
-        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-    )
+    print_environment(env)
     started = time.perf_counter()
     measurements, failures = run_groups(args)
     targets = report(measurements)
 
-    # multiprocessing's resource tracker (started by spawn-context pools) lives until this
-    # interpreter exits, by design; anything else still running was not shut down.
-    leftovers = wait_for_no_descendants(
-        timeout_s=15, ignore=lambda cmd: "multiprocessing.resource_tracker" in cmd
+    return finish(
+        args,
+        env,
+        started,
+        failures,
+        lambda leftovers: {
+            "benchmark": "bench_executor",
+            "args": vars(args),
+            "environment": env,
+            "results": {key: measurements[key] for key in ORDER},
+            "targets": targets,
+            "leftover_processes": leftovers,
+            "failures": failures,
+        },
+        blank_line=False,
+        load_average=False,
     )
-    if leftovers:
-        print("left-over processes:")
-        for pid, cmd in leftovers:
-            print(f"  {pid}: {cmd}")
-    else:
-        print("left-over processes: none")
-    print(f"total time: {time.perf_counter() - started:.1f} s")
-    for failure in failures:
-        print(f"FAILED {failure}")
-
-    if args.json:
-        env["loadavg_end"] = describe_environment().get("loadavg")
-        write_json(
-            args.json,
-            {
-                "benchmark": "bench_executor",
-                "args": vars(args),
-                "environment": env,
-                "results": {key: measurements[key] for key in ORDER},
-                "targets": targets,
-                "leftover_processes": leftovers,
-                "failures": failures,
-            },
-        )
-    return 1 if failures or leftovers else 0
 
 
 if __name__ == "__main__":

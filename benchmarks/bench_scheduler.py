@@ -74,15 +74,16 @@ from typing import Any
 
 from _common import (
     Measurement,
+    add_json_and_timeout_arguments,
     descendant_schedstats,
     describe_environment,
+    finish,
     format_ratio,
     format_table,
     lithops_localhost_executor,
+    print_environment,
     ratio,
     release_lithops_executors,
-    wait_for_no_descendants,
-    write_json,
 )
 
 # simulate_chunk comes from the example; its directory is on sys.path before any pool starts, so
@@ -804,13 +805,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY",
         help="contenders to skip ('--skip' alone runs them all)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=900.0,
-        help="seconds one group may take before the run is aborted with every thread's traceback",
-    )
+    add_json_and_timeout_arguments(parser)
     args = parser.parse_args(argv)
     if min(args.repeats, args.lithops_repeats, args.workers, args.calls, args.chunks) < 1:
         parser.error("--repeats, --lithops-repeats, --workers, --calls and --chunks must be positive")
@@ -828,10 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {args.repeats} repeats (lithops {min(args.repeats, args.lithops_repeats)}) "
         "after 1 untimed warm-up"
     )
-    print(
-        f"Python {env['python']} on {env['cpus']} CPUs, load average {env.get('loadavg')}; "
-        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-    )
+    print_environment(env)
     started = time.perf_counter()
     workloads = make_workloads(args)
     failures: list[str] = []
@@ -861,49 +853,32 @@ def main(argv: list[str] | None = None) -> int:
     for w in workloads:
         targets[w.key] = report(w, results[w.key], ideal if w.key == "montecarlo" else None, args.workers)
 
-    # multiprocessing's resource tracker (started by spawn-context pools) lives until this
-    # interpreter exits, by design; anything else still running was not shut down.
-    leftovers = wait_for_no_descendants(
-        timeout_s=15, ignore=lambda cmd: "multiprocessing.resource_tracker" in cmd
-    )
-    print()
-    if leftovers:
-        print("left-over processes:")
-        for pid, cmd in leftovers:
-            print(f"  {pid}: {cmd}")
-    else:
-        print("left-over processes: none")
-    print(f"load average at the end: {describe_environment().get('loadavg')}")
-    print(f"total time: {time.perf_counter() - started:.1f} s")
-    for failure in failures:
-        print(f"FAILED {failure}")
-
-    if args.json:
-        env["loadavg_end"] = describe_environment().get("loadavg")
-        write_json(
-            args.json,
-            {
-                "benchmark": "bench_scheduler",
-                "args": vars(args),
-                "environment": env,
-                "workloads": {
-                    w.key: {"title": w.title, "tasks": w.tasks, "units": w.units, "unit": w.unit}
-                    for w in workloads
-                },
-                "results": {
-                    wk: {
-                        key: {**r.measurement.as_dict(), "faas_reports": r.reports, "workers": r.workers}
-                        for key, r in per.items()
-                    }
-                    for wk, per in results.items()
-                },
-                "single_process_montecarlo": {k: dataclasses.asdict(v) for k, v in (ideal or {}).items()},
-                "targets": targets,
-                "leftover_processes": leftovers,
-                "failures": failures,
+    return finish(
+        args,
+        env,
+        started,
+        failures,
+        lambda leftovers: {
+            "benchmark": "bench_scheduler",
+            "args": vars(args),
+            "environment": env,
+            "workloads": {
+                w.key: {"title": w.title, "tasks": w.tasks, "units": w.units, "unit": w.unit}
+                for w in workloads
             },
-        )
-    return 1 if failures or leftovers else 0
+            "results": {
+                wk: {
+                    key: {**r.measurement.as_dict(), "faas_reports": r.reports, "workers": r.workers}
+                    for key, r in per.items()
+                }
+                for wk, per in results.items()
+            },
+            "single_process_montecarlo": {k: dataclasses.asdict(v) for k, v in (ideal or {}).items()},
+            "targets": targets,
+            "leftover_processes": leftovers,
+            "failures": failures,
+        },
+    )
 
 
 if __name__ == "__main__":

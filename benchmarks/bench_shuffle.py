@@ -53,12 +53,13 @@ import numpy as np
 import pandas as pd
 from _common import (
     Measurement,
+    add_json_and_timeout_arguments,
     describe_environment,
+    finish,
     format_ratio,
     format_table,
+    print_environment,
     ratio,
-    wait_for_no_descendants,
-    write_json,
 )
 
 PACKAGES = ["dask-faas", "dask", "distributed", "pandas", "pyarrow", "moto"]
@@ -470,8 +471,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes, everywhere")
     parser.add_argument("--skip", nargs="*", default=[], choices=list(NAMES), metavar="KEY")
     parser.add_argument("--no-serialization", action="store_true", help="skip the codec measurement")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per group before aborting")
+    add_json_and_timeout_arguments(parser, 1800.0, "seconds per group before aborting")
     args = parser.parse_args(argv)
     if min(args.rows, args.partitions, args.s3_rows, args.repeats, args.workers) < 1:
         parser.error("sizes, --repeats and --workers must be positive")
@@ -486,10 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.partitions} -> {args.partitions} partitions, {args.workers} workers everywhere, "
         f"median of {args.repeats}"
     )
-    print(
-        f"Python {env['python']} on {env['cpus']} CPUs, load average {env.get('loadavg')}; "
-        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-    )
+    print_environment(env)
     started = time.perf_counter()
     if not args.no_serialization:
         print("\nserialization of one mapper's buckets (MB/s of the partition, best of 5):")
@@ -507,25 +504,21 @@ def main(argv: list[str] | None = None) -> int:
         target = ratio(results["p2p-cluster"].median_s, results["faas"].median_s)
         met = "met" if target >= 1 else "NOT met"
         print(f"target faas_get throughput >= p2p on LocalCluster: {format_ratio(target)} ({met})")
-    leftovers = wait_for_no_descendants(15, ignore=lambda cmd: "multiprocessing.resource_tracker" in cmd)
-    print("left-over processes: " + (", ".join(f"{pid} {cmd}" for pid, cmd in leftovers) or "none"))
-    print(f"load average at the end: {describe_environment().get('loadavg')}")
-    print(f"total time: {time.perf_counter() - started:.1f} s")
-    for failure in failures:
-        print(f"FAILED {failure}")
-    if args.json:
-        env["loadavg_end"] = describe_environment().get("loadavg")
-        write_json(
-            args.json,
-            {
-                "benchmark": "bench_shuffle",
-                "args": vars(args),
-                "environment": env,
-                "results": results,
-                "notes": notes,
-            },
-        )
-    return 1 if failures or leftovers else 0
+    return finish(
+        args,
+        env,
+        started,
+        failures,
+        lambda leftovers: {
+            "benchmark": "bench_shuffle",
+            "args": vars(args),
+            "environment": env,
+            "results": results,
+            "notes": notes,
+        },
+        blank_line=False,
+        one_line=True,
+    )
 
 
 if __name__ == "__main__":
