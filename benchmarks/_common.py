@@ -13,17 +13,15 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
+
+from dask_faas.testing.s3 import LOOPBACK_AWS_ENV, start_moto_server, stop_process
 
 __all__ = [
     "LOOPBACK_AWS_ENV",
@@ -282,73 +280,6 @@ def lithops_localhost_executor_on_s3(
         },
     }
     return lithops.FunctionExecutor(backend="localhost", storage="minio", config=config, log_level=None)
-
-
-#: Dummy AWS settings for clients of a loopback S3 server (as ``tests/fixtures_s3.py`` sets them):
-#: never the developer's ~/.aws, never a proxy for loopback.
-LOOPBACK_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}
-
-
-def start_moto_server(log_path: str, timeout_s: float = 30.0, attempts: int = 3) -> tuple[Any, str]:
-    """Start moto's S3-compatible server (``python -m moto.server``) on a free 127.0.0.1 port.
-
-    As ``tests/fixtures_s3.py`` does: its output (one line per request) goes to ``log_path``
-    (a file, never an unread pipe), and it is started again on another port if another process
-    took the free port first. Returns ``(Popen, endpoint URL)`` once it answers; stop it with
-    :func:`stop_process`. Any credentials are accepted.
-    """
-    env = {**os.environ, **LOOPBACK_AWS_ENV, "PYTHONUNBUFFERED": "1"}
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
-        env.pop(name, None)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for attempt in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + timeout_s
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                opener.open(f"{url}/moto-api/data.json", timeout=1.0).close()
-                return proc, url
-            except urllib.error.HTTPError:
-                return proc, url  # it answered
-            except OSError:
-                time.sleep(0.05)
-        exit_code = proc.poll()
-        stop_process(proc)
-        with open(log_path, errors="replace") as f:
-            output = f.read()[-4000:]
-        if exit_code is None or "in use" not in output or attempt == attempts - 1:
-            state = "did not answer" if exit_code is None else f"exited with code {exit_code}"
-            raise RuntimeError(f"moto server on {url} {state} within {timeout_s:.0f}s; output:\n{output}")
-    raise AssertionError("unreachable")
-
-
-def stop_process(proc: Any, grace_s: float = 10.0) -> None:
-    """Terminate a ``subprocess.Popen`` (kill it after ``grace_s``) and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace_s)
 
 
 def process_cpu_seconds(pid: int) -> float:

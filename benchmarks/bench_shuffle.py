@@ -31,22 +31,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
-import http.client
 import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-import urllib.parse
-import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -60,7 +52,11 @@ from _common import (
     format_table,
     print_environment,
     ratio,
+    start_moto_server,
+    stop_process,
 )
+
+from dask_faas.testing.s3 import CountingProxy
 
 PACKAGES = ["dask-faas", "dask", "distributed", "pandas", "pyarrow", "moto"]
 NAMES = {
@@ -171,14 +167,9 @@ def faas_s3_group(args: argparse.Namespace) -> Iterator[dict[str, tuple[Runner, 
     from dask_faas import FaasExecutor, shuffle
 
     os.environ.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
-    with tempfile.TemporaryFile() as log:
-        port = _free_port()
-        moto = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-        )
+    with tempfile.TemporaryDirectory() as logs:
+        moto, endpoint = start_moto_server(os.path.join(logs, "moto.log"))
         try:
-            endpoint = f"http://127.0.0.1:{port}"
-            _wait_for(endpoint)
             bucket = f"bench-{uuid.uuid4().hex[:12]}"
             credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
             admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials)
@@ -199,14 +190,13 @@ def faas_s3_group(args: argparse.Namespace) -> Iterator[dict[str, tuple[Runner, 
                             return counted(rows)
 
                     def describe() -> str:
-                        ours = proxy.count(lambda path: "/x/" in path)
-                        total = proxy.count(lambda path: True)
+                        ours = proxy.count(lambda method, path, rng: "/x/" in path)
+                        total = proxy.count(lambda *_: True)
                         return f"exchange requests {dict(ours)}; all requests {dict(total)}"
 
                     yield {"faas-s3": (counted, describe), "faas-s3-2level": (counted_two_level, describe)}
         finally:
-            moto.terminate()
-            moto.wait(30)
+            stop_process(moto)
 
 
 @contextlib.contextmanager
@@ -250,85 +240,6 @@ def cluster_group(args: argparse.Namespace) -> Iterator[dict[str, tuple[Runner, 
 
 
 GROUPS = [faas_group, faas_s3_group, processes_group, cluster_group]
-
-
-# -- the counting proxy (as in tests/test_shuffle.py) ------------------------------------------
-
-
-class CountingProxy:
-    """A threaded HTTP proxy on 127.0.0.1 in front of ``upstream`` that records each request."""
-
-    def __init__(self, upstream: str) -> None:
-        target = urllib.parse.urlsplit(upstream)
-        self.requests: list[tuple[str, str]] = []
-        requests, lock = self.requests, threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                skip = {"connection", "expect", "keep-alive"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                finally:
-                    conn.close()
-                with lock:
-                    requests.append((self.command, self.path))
-                self.send_response(response.status, response.reason)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                head = response.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", head or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def count(self, where: Callable[[str], bool]) -> Counter[str]:
-        return Counter(method for method, path in list(self.requests) if where(path))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, timeout_s: float = 30.0) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            opener.open(f"{url}/moto-api/data.json", timeout=1).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 # -- serialization of the buckets ----------------------------------------------------------------

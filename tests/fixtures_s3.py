@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -26,18 +23,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from dask_faas.testing.s3 import LOOPBACK_AWS_ENV, start_moto_server, stop_process
+
 __all__ = ["AuthS3", "s3_bucket", "s3_endpoint", "s3_endpoint_auth", "s3_storage"]
 
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    # never read the developer's ~/.aws, never go through a proxy for loopback
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}
+DUMMY_ENV = LOOPBACK_AWS_ENV  # never the developer's ~/.aws, never a proxy for loopback
 UNSET_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
 START_TIMEOUT_S = 30.0
 
@@ -51,12 +41,6 @@ class AuthS3(NamedTuple):
     secret: str
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, data: bytes | None = None, timeout: float = 5.0) -> bytes:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     # not form-encoded: moto reads the raw body of /moto-api/reset-auth
@@ -66,53 +50,9 @@ def _post(url: str, data: bytes | None = None, timeout: float = 5.0) -> bytes:
         return response.read()
 
 
-def _start_moto(log_dir: str, name: str, attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``python -m moto.server`` on a free loopback port; wait until it answers.
-
-    Another process may take the free port before the server binds it: then the server exits at
-    once, and it is started again on another port.
-    """
-    for attempt in range(attempts):
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        # a file, not a pipe: werkzeug logs every request, and an unread pipe would block the server
-        log_path = os.path.join(log_dir, f"{name}-{attempt}.log")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                _post(f"{url}/moto-api/data.json", timeout=1.0)
-                return proc, url
-            except urllib.error.HTTPError:
-                return proc, url  # it answered
-            except OSError:
-                time.sleep(0.05)
-        exit_code = proc.poll()
-        _stop(proc)
-        with open(log_path, errors="replace") as f:
-            output = f.read()[-4000:]
-        if exit_code is None or "in use" not in output or attempt == attempts - 1:
-            state = "did not answer" if exit_code is None else f"exited with code {exit_code}"
-            raise RuntimeError(
-                f"moto server on {url} {state} within {START_TIMEOUT_S:.0f}s; output:\n{output}"
-            )
-    raise AssertionError("unreachable")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def _start_moto(log_dir: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``python -m moto.server`` on a free loopback port; wait until it answers."""
+    return start_moto_server(os.path.join(log_dir, f"{name}.log"), timeout_s=START_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +78,7 @@ def s3_endpoint(_s3_env: None, _s3_logs: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _client(endpoint_url: str, service: str = "s3") -> Any:
@@ -222,4 +162,4 @@ def s3_endpoint_auth(_s3_env: None, _s3_logs: str) -> Iterator[AuthS3]:
         _post(f"{url}/moto-api/reset-auth", data=b"0")
         yield AuthS3(url, bucket, access["AccessKeyId"], access["SecretAccessKey"])
     finally:
-        _stop(proc)
+        stop_process(proc)

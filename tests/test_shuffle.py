@@ -9,12 +9,7 @@ HTTP proxy on loopback in front of moto, through which the function processes ta
 from __future__ import annotations
 
 import gc
-import http.client
-import threading
-import urllib.parse
-from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +23,7 @@ from dask.diagnostics import Callback
 
 import dask_faas
 from dask_faas import IntegrityError, exchange, shuffle
+from dask_faas.testing.s3 import CountingProxy
 
 # -- data and helpers ----------------------------------------------------------------------------
 
@@ -184,66 +180,6 @@ def test_a_filtered_shuffle_writes_and_reads_only_its_buckets(executor, pdf):
 
 
 # -- acceptance: requests ---------------------------------------------------------------------
-
-
-class CountingProxy:
-    """An HTTP proxy on 127.0.0.1 that forwards to ``upstream`` and records every request."""
-
-    def __init__(self, upstream: str) -> None:
-        parsed = urllib.parse.urlsplit(upstream)
-        self.requests: list[tuple[str, str, str | None]] = []
-        lock = threading.Lock()
-        host, port = parsed.hostname, parsed.port
-        requests = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                skip = {"connection", "expect", "keep-alive", "proxy-connection"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection(host, port, timeout=60)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                finally:
-                    conn.close()
-                with lock:
-                    requests.append((self.command, self.path, self.headers.get("Range")))
-                self.send_response(response.status, response.reason)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                length_header = response.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length_header or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
-
-    def count(self, predicate: Callable[[str, str, str | None], bool]) -> Counter[str]:
-        return Counter(method for method, path, rng in list(self.requests) if predicate(method, path, rng))
 
 
 @pytest.fixture
