@@ -596,7 +596,9 @@ def run_s3fs_child(setup: Setup, expected_path: str, wanted: list[str]) -> dict[
     with open(config_path, "w") as f:
         json.dump(config, f)
     env = {**os.environ, **LOOPBACK_AWS_ENV}
-    env.pop("PYTHONPATH", None)  # the child's own site-packages only (no dask-faas needed)
+    # the child's own site-packages, plus this checkout for the stdlib-only dask_faas.testing.s3
+    # that _common imports (dask_faas itself is not installed there, and its package is lazy)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [setup.args.s3fs_python, os.path.abspath(__file__), "--s3fs-child", config_path]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     payload = None
