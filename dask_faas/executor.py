@@ -1,89 +1,66 @@
 """``FaasExecutor``: a :class:`concurrent.futures.Executor` whose every call is a function invocation.
 
-Built the way CPython's executors are: everything rests on one internal submit of a *batch* of calls
-(``submit`` sends a batch of one, ``map`` batches of ``chunksize``), futures are real
-:class:`concurrent.futures.Future` objects, and a remote exception is re-raised with its remote
-traceback as ``__cause__``. Between the client and a function travel only signed payloads; the
-function body is uploaded once per job, large arguments and results go through storage, and the
-job's storage prefix is deleted when the executor shuts down (or the interpreter exits).
+Built the way CPython's executors are: everything rests on one submit of a *batch* of calls
+(``submit`` sends a batch of one, ``map`` batches of ``chunksize``, through
+:class:`~dask_faas.dispatch.Dispatcher`), futures are real :class:`concurrent.futures.Future`
+objects, and a remote exception is re-raised with its remote traceback as ``__cause__``. Between the
+client and a function travel only signed payloads; the function body is uploaded once per job, large
+arguments and results go through storage, and the job's storage prefix is deleted when the executor
+shuts down (or the interpreter exits, or Ctrl-C interrupts a ``with`` block).
+
+The graph engine and the Lithops facade use the executor through :attr:`FaasExecutor.session`
+(:class:`~dask_faas.session.Session`) only.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
-import random
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
-from . import config, protocol, serialize
-from .backends.compute import ComputeBackend, InvokeOptions
+from . import config, protocol
+from .backends.compute import ComputeBackend
 from .backends.compute import registry as compute_registry
 from .backends.storage import Storage, storage_from_settings
-from .exceptions import ConfigError, IntegrityError, PayloadTooLargeError
+from .dispatch import Dispatcher, longest_call_s
+from .exceptions import ConfigError
 from .job import Job
-from .protocol import Invocation, Ref, Response
+from .session import CallOptions, Session
 
 __all__ = ["CallOptions", "FaasExecutor"]
 
 
-@dataclass(frozen=True)
-class CallOptions:
-    """Limits and retry policy of the calls an executor (or one of its views) submits."""
-
-    timeout_s: float
-    memory_mb: int
-    retries: int
-    retry_backoff_s: float
-
-
-@dataclass(eq=False)
-class _Call:
-    """One batch of calls on its way through invocations and retries."""
-
-    id: str
-    fn_name: str
-    function: Ref
-    args: bytes | Ref
-    options: CallOptions
-    future: cf.Future[Any]
-    unwrap: bool
-    attempt: int = 0
-    started: bool = field(default=False)
-
-    def label(self) -> str:
-        return f"call {self.id} (attempt {self.attempt}) of {self.fn_name}"
-
-    def start(self) -> bool:
-        """Mark the user's future running; False if it was cancelled while queued."""
-        if not self.started:
-            self.started = True
-            return self.future.set_running_or_notify_cancel()
-        return True
-
-
 class _Resources:
-    """What an executor must release, apart from the executor (for ``weakref.finalize``)."""
+    """What an executor must release, apart from the executor (for ``weakref.finalize``).
 
-    def __init__(self, backend: ComputeBackend, job: Job, owns_storage: bool) -> None:
-        self.backend, self.job, self.owns_storage = backend, job, owns_storage
-        self.released = threading.Event()
+    :meth:`release` runs once; a second caller waits until the first one has finished, so the
+    interpreter's exit (``weakref.finalize``'s atexit hook) never cuts a release short.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, job: Job, owns_storage: bool) -> None:
+        self.dispatcher, self.job, self.owns_storage = dispatcher, job, owns_storage
+        self._lock = threading.Lock()
+        self.released = False
 
     def release(self) -> None:
-        try:
-            self.backend.close()
-        finally:
+        with self._lock:
+            if self.released:
+                return
             try:
-                self.job.close()
-                if self.owns_storage:
-                    self.job.storage.close()
+                self.dispatcher.stop()
+                self.dispatcher.backend.close()
             finally:
-                self.released.set()
+                try:
+                    self.job.close()
+                    if self.owns_storage:
+                        self.job.storage.close()
+                finally:
+                    self.released = True
 
 
 class FaasExecutor(cf.Executor):
@@ -120,15 +97,16 @@ class FaasExecutor(cf.Executor):
     ) -> None:
         overrides = {k: v for k, v in (("backend", backend), ("storage", storage)) if v is not None}
         self._settings = s = config.resolve({**settings, **overrides})
-        self._options = CallOptions(
+        options = CallOptions(
             timeout_s=config.positive(s, "timeout-s"),
             memory_mb=config.positive(s, "memory-mb", int),
             retries=_non_negative_int(s, "retries"),
             retry_backoff_s=float(s["retry-backoff-s"]),
         )
-        self._inline_limit = _non_negative_int(s, "inline-limit")
+        inline_limit = _non_negative_int(s, "inline-limit")
         self._progress = bool(s["progress"])
         backend_cls: type[ComputeBackend] = compute_registry.load(s["backend"])
+        _check_limits(backend_cls, options)
         self._storage = storage_obj = storage_from_settings(s)
         if storage_obj.process_local:
             raise ConfigError(
@@ -136,24 +114,33 @@ class FaasExecutor(cf.Executor):
                 f"other processes: set 'faas.storage' to 'local' or 's3'"
             )
         storage_obj.check()
-        self._key = bytes.fromhex(s["signing-key"]) if s["signing-key"] else protocol.new_key()
+        key = bytes.fromhex(s["signing-key"]) if s["signing-key"] else protocol.new_key()
         environment = {
             **{name: str(value) for name, value in (s["environment"] or {}).items() if value is not None},
             **storage_obj.deployment_environment(),
-            protocol.KEY_ENV: self._key.hex(),
+            protocol.KEY_ENV: key.hex(),
         }
-        self._backend = backend_cls.from_settings(environment, s)
-        self._job = Job(storage_obj, self._key, s["prefix"])
-        self._max_workers = self._backend.concurrency
-        self._ids = itertools.count()
-        self._futures: set[cf.Future[Any]] = set()
-        self._lock = threading.Lock()
-        self._shutdown = False
-        self.stats = {"calls": 0, "invocations": 0, "retries": 0, "bytes_received": 0}
+        backend_obj = backend_cls.from_settings(environment, s)
+        self._job = job = Job(storage_obj, key, s["prefix"])
+        self._calls = calls = Dispatcher(backend_obj, job, key, inline_limit, options)
+        self._max_workers = backend_obj.concurrency
+        #: Counters of this executor: ``calls``, ``invocations``, ``retries``, ``bytes_received``.
+        self.stats = calls.stats
         #: The :class:`~dask_faas.scheduler.ComputeReport` of the latest Dask compute.
         self.last_report: Any = None
-        self._resources = _Resources(self._backend, self._job, not isinstance(s["storage"], Storage))
-        self._finalizer = weakref.finalize(self, self._resources.release)
+        #: What the graph engine and the facade use of this executor (the engine seam).
+        self.session = Session(
+            store=job,
+            settings=types.MappingProxyType(s),
+            options=options,
+            num_workers=backend_obj.concurrency,
+            inline_limit=inline_limit,
+            _submit=calls.submit,
+            _count_received=calls.count_received,
+            _closed=lambda: calls.closed,
+        )
+        self._resources = _Resources(calls, job, not isinstance(s["storage"], Storage))
+        weakref.finalize(self, self._resources.release)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -161,6 +148,11 @@ class FaasExecutor(cf.Executor):
     def settings(self) -> dict[str, Any]:
         """The effective ``faas`` settings of this executor (a copy)."""
         return dict(self._settings)
+
+    @property
+    def backend(self) -> ComputeBackend:
+        """The compute backend (FaaS platform) this executor's calls run on."""
+        return self._calls.backend
 
     @property
     def storage(self) -> Storage:
@@ -182,7 +174,7 @@ class FaasExecutor(cf.Executor):
         RuntimeError
             After :meth:`shutdown`.
         """
-        return self._submit(fn, self._job_function(fn), [(args, kwargs)], unwrap=True)
+        return self.session.submit(self.session.function(fn), [(args, kwargs)], unwrap=True)
 
     def map(
         self,
@@ -202,15 +194,25 @@ class FaasExecutor(cf.Executor):
             Calls batched into one invocation.
         progress : bool, optional
             Show a tqdm progress bar (default: ``faas.progress``).
+
+        Raises
+        ------
+        SerializationError
+            At once, naming the item and the argument, when an argument cannot be pickled.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end = None if timeout is None else timeout + time.monotonic()
-        ref = self._job_function(fn)
-        futures = [
-            self._submit(fn, ref, [(args, {}) for args in chunk], unwrap=False)
-            for chunk in _batched(zip(*iterables), chunksize)  # noqa: B905 - zip semantics
-        ]
+        function = self.session.function(fn)
+        futures: list[cf.Future[Any]] = []
+        try:
+            for index, chunk in enumerate(_batched(zip(*iterables), chunksize)):  # noqa: B905 - zip's
+                calls = [(args, {}) for args in chunk]
+                futures.append(self.session.submit(function, calls, first_index=index * chunksize))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
         bar = _progress_bar(futures, self._progress if progress is None else progress, fn)
         return _results(futures, end, bar)
 
@@ -224,23 +226,29 @@ class FaasExecutor(cf.Executor):
             background when they are done.
         cancel_futures : bool
             Cancel the calls that have not started.
+
+        Raises
+        ------
+        TimeoutError
+            With ``wait``, when no submitted call has finished for longer than the longest one call
+            may take (its limits, retries included); the pool is released all the same.
         """
-        with self._lock:
-            self._shutdown = True
-            futures = list(self._futures)
-        if cancel_futures:
-            for future in futures:
-                future.cancel()
+        futures = self._stop_accepting(cancel_futures)
         if wait:
-            cf.wait(futures)
-            self._finalizer()
-            self._resources.released.wait()  # also when a shutdown(wait=False) started it
+            try:
+                _wait_with_deadline(futures, longest_call_s(self.session.options))
+            finally:
+                self._resources.release()
         else:
-            threading.Thread(target=lambda: (cf.wait(futures), self._finalizer()), daemon=True).start()
+            threading.Thread(target=self._release_when_done, args=(futures,), daemon=True).start()
 
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """Dask's scheduler-get protocol: ``dask.compute(x, scheduler=executor)`` runs ``faas_get``."""
-        from .scheduler import compute_with  # the scheduler builds on the executor, not the reverse
+        """Dask's scheduler-get protocol: ``dask.compute(x, scheduler=executor)`` runs ``faas_get``.
+
+        This and :meth:`persist` are the one lazy hook from the executor up to the scheduler,
+        which is built on the executor's :attr:`session`.
+        """
+        from .scheduler import compute_with
 
         return compute_with(self, dsk, keys, **kwargs)
 
@@ -255,129 +263,56 @@ class FaasExecutor(cf.Executor):
         return persist(self, collections, optimize_graph, **kwargs)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit
-            self.shutdown(wait=False, cancel_futures=True)
-            self._finalizer()
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            # Ctrl-C, SystemExit: stop the running calls and delete the job's objects now, in this
+            # thread, before the interpreter exits
+            self._stop_accepting(cancel_futures=True)
+            self._resources.release()
         else:
             self.shutdown(wait=True)
         return False
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _job_function(self, fn: Callable[..., Any]) -> Ref:
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        return self._job.function(fn)
+    def _stop_accepting(self, cancel_futures: bool) -> list[cf.Future[Any]]:
+        self._calls.close()
+        futures = self._calls.pending()
+        if cancel_futures:
+            for future in futures:
+                future.cancel()
+        return futures
 
-    def _submit(
-        self,
-        fn: Any,
-        function: Ref,
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-        unwrap: bool,
-        options: CallOptions | None = None,
-    ) -> cf.Future[Any]:
-        """Invoke ``fn`` (uploaded as ``function``) over a batch of ``(args, kwargs)``."""
-        call_id = str(next(self._ids))
-        data = serialize.dumps_arguments(fn, calls)
-        args = data if len(data) <= self._inline_limit else self._job.put(f"in/{call_id}", data)
-        future: cf.Future[Any] = cf.Future()
-        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        call = _Call(call_id, name, function, args, options or self._options, future, unwrap)
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._futures.add(future)
-            self.stats["calls"] += len(calls)
-        future.add_done_callback(self._forget)
+    def _release_when_done(self, futures: list[cf.Future[Any]]) -> None:
         try:
-            self._invoke(call)
-        except BaseException:
-            future.cancel()
-            self._release_args(call)
-            raise
-        return future
+            _wait_with_deadline(futures, longest_call_s(self.session.options))
+        finally:
+            self._resources.release()
 
-    def _forget(self, future: cf.Future[Any]) -> None:
-        with self._lock:
-            self._futures.discard(future)
 
-    def _invoke(self, call: _Call) -> None:
-        invocation = Invocation(
-            job=self._job.id,
-            call=call.id,
-            attempt=call.attempt,
-            function=call.function,
-            args=call.args,
-            storage=self._job.locator,
-            prefix=self._job.prefix,
-            inline_limit=self._inline_limit,
+def _check_limits(backend: type[ComputeBackend], options: CallOptions) -> None:
+    """Refuse limits the platform cannot grant, naming the setting and the platform's limit."""
+    if options.timeout_s > backend.max_timeout_s:
+        raise ConfigError(
+            f"setting 'faas.timeout-s' = {options.timeout_s:g} exceeds the {backend.name} backend's "
+            f"limit of {backend.max_timeout_s:g} s (max_timeout_s)"
         )
-        payload = protocol.seal(invocation, self._key)
-        if len(payload) > self._backend.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"{call.label()}: payload of {len(payload)} bytes exceeds the {self._backend.name} "
-                f"backend's {self._backend.max_payload_bytes}; lower 'faas.inline-limit'"
+    if options.memory_mb > backend.max_memory_mb:
+        raise ConfigError(
+            f"setting 'faas.memory-mb' = {options.memory_mb} exceeds the {backend.name} backend's "
+            f"limit of {backend.max_memory_mb} MB (max_memory_mb)"
+        )
+
+
+def _wait_with_deadline(futures: list[cf.Future[Any]], longest_s: float) -> None:
+    """Wait for ``futures``; TimeoutError when none finishes within ``longest_s`` of the last one."""
+    pending = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, timeout=longest_s, return_when=cf.FIRST_COMPLETED)
+        if not done:
+            raise TimeoutError(
+                f"{len(pending)} calls still unfinished after {longest_s:g} s without any call "
+                "finishing, longer than one call may take with its limits and retries"
             )
-        options = InvokeOptions(call.options.timeout_s, call.options.memory_mb, call.label(), call.start)
-        with self._lock:
-            self.stats["invocations"] += 1
-        self._backend.invoke(payload, options).add_done_callback(partial(self._on_response, call))
-
-    def _on_response(self, call: _Call, response: cf.Future[bytes]) -> None:
-        if response.cancelled():
-            self._release_args(call)
-            return
-        try:
-            value = self._decode(call, response.result())
-        except BaseException as exc:
-            if call.attempt < call.options.retries and not call.future.done():
-                self._retry(call)
-                return
-            self._release_args(call)
-            call.future.set_exception(exc)
-        else:
-            self._release_args(call)
-            call.future.set_result(value)
-
-    def _decode(self, call: _Call, sealed: bytes) -> Any:
-        reply: Response = protocol.unseal(sealed, self._key, what=f"response to {call.label()}")
-        if (reply.call, reply.attempt) != (call.id, call.attempt):
-            raise IntegrityError(f"response to {call.label()} answers call {reply.call} instead")
-        data = reply.value
-        self._count_received(len(sealed) + (data.size if isinstance(data, Ref) else 0))
-        if isinstance(data, Ref):
-            try:
-                data = self._job.fetch(data)
-            finally:
-                self._job.delete(reply.value)
-        if not reply.ok:
-            raise serialize.loads_error(data)
-        results = serialize.loads(data)
-        return results[0] if call.unwrap else results
-
-    def _count_received(self, nbytes: int) -> None:
-        with self._lock:
-            self.stats["bytes_received"] += nbytes
-
-    def _retry(self, call: _Call) -> None:
-        delay = call.options.retry_backoff_s * 2**call.attempt * random.uniform(0.5, 1.5)
-        retried = replace(call, attempt=call.attempt + 1)
-        with self._lock:
-            self.stats["retries"] += 1
-        timer = threading.Timer(delay, self._invoke_or_fail, (retried,))
-        timer.daemon = True
-        timer.start()
-
-    def _invoke_or_fail(self, call: _Call) -> None:
-        try:
-            self._invoke(call)
-        except BaseException as exc:  # e.g. the pool was closed meanwhile
-            call.future.set_exception(exc)
-
-    def _release_args(self, call: _Call) -> None:
-        if isinstance(call.args, Ref):
-            self._job.delete(call.args)
 
 
 def _non_negative_int(settings: dict[str, Any], name: str) -> int:

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .protocol import Ref
+from .session import Session
 from .tasks import Inline, load
-
-if TYPE_CHECKING:
-    from .executor import FaasExecutor
 
 __all__ = ["FaasFuture", "find"]
 
-#: The persisted results still referenced somewhere: by (executor id, key), and by key alone.
+#: The persisted results still referenced somewhere: by (session id, key), and by key alone.
 _OWN: weakref.WeakValueDictionary[tuple[int, Hashable], FaasFuture] = weakref.WeakValueDictionary()
 _ANY: weakref.WeakValueDictionary[Hashable, FaasFuture] = weakref.WeakValueDictionary()
 
 
-def find(key: Hashable, executor: FaasExecutor) -> Ref | Inline | None:
-    """The stored reference of a persisted ``key`` for a compute on ``executor``, if any.
+def find(key: Hashable, session: Session) -> Ref | Inline | None:
+    """The stored reference of a persisted ``key`` for a compute on ``session``, if any.
 
     Dask's graph optimizations may inline a persisted collection's futures into the tasks that use
     them, so the engine looks up keys that no graph node defines here.
@@ -30,8 +28,8 @@ def find(key: Hashable, executor: FaasExecutor) -> Ref | Inline | None:
     ValueError
         If ``key`` was persisted by another executor.
     """
-    future = _OWN.get((id(executor), key)) or _ANY.get(key)
-    return None if future is None else future.reference(executor)
+    future = _OWN.get((id(session), key)) or _ANY.get(key)
+    return None if future is None else future.reference(session)
 
 
 class FaasFuture:
@@ -44,24 +42,23 @@ class FaasFuture:
 
     __dask_future__ = True
 
-    def __init__(self, key: Hashable, value: Ref | Inline, executor: FaasExecutor) -> None:
+    def __init__(self, key: Hashable, value: Ref | Inline, session: Session) -> None:
         self.key = key
         self._value = value
-        self._executor = weakref.ref(executor)
-        _OWN[id(executor), key] = _ANY[key] = self
+        self._session = session
+        _OWN[id(session), key] = _ANY[key] = self
         if isinstance(value, Ref):
-            weakref.finalize(self, executor._job.delete, value)
+            weakref.finalize(self, session.store.delete, value)
 
-    def reference(self, executor: FaasExecutor) -> Ref | Inline:
-        """The stored reference, for a compute on ``executor``.
+    def reference(self, session: Session) -> Ref | Inline:
+        """The stored reference, for a compute on ``session`` (an executor's ``session``).
 
         Raises
         ------
         ValueError
             If the data was persisted by another executor, or that executor has shut down.
         """
-        owner = self._executor()
-        if owner is not executor or owner._shutdown:
+        if self._session is not session or session.closed:
             raise ValueError(
                 f"the data of {self.key!r} was persisted by another FaasExecutor, or by one that has "
                 "shut down: compute it again, or compute on the executor that persisted it"
@@ -69,11 +66,16 @@ class FaasFuture:
         return self._value
 
     def result(self) -> Any:
-        """Fetch the value."""
-        owner = self._executor()
-        if owner is None:
-            raise ValueError(f"the executor that persisted {self.key!r} is gone")
-        return load(self._value, owner._job)
+        """Fetch the value.
+
+        Raises
+        ------
+        ValueError
+            If the executor that persisted it has shut down (its data was deleted).
+        """
+        if self._session.closed:
+            raise ValueError(f"the executor that persisted {self.key!r} has shut down")
+        return load(self._value, self._session.store)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return ("dask-faas-future", self.key, getattr(self._value, "key", None))

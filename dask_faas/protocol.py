@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Protocol version; bumped on any incompatible change of the classes below.
-VERSION = 1
+VERSION = 2
 MAGIC = b"DFAAS"
 #: Environment variable holding the hex signing key in a function's deployment.
 KEY_ENV = "DASK_FAAS_SIGNING_KEY"
@@ -124,6 +124,9 @@ class Response:
         Cloudpickled ``list`` of results (``ok``) or ``(exception, traceback_text)``.
     stats : dict
         Measurements of the call: ``pid``, ``seconds``, ``warm`` and so on.
+    warnings : bytes
+        The warnings the function raised (:func:`~dask_faas.serialize.dumps_warnings`), issued again
+        on the client.
     """
 
     call: str
@@ -131,6 +134,7 @@ class Response:
     ok: bool
     value: bytes | Ref
     stats: dict[str, Any] = field(default_factory=dict)
+    warnings: bytes = b""
     version: int = VERSION
 
 

@@ -14,6 +14,7 @@ compute leaves a :class:`ComputeReport` in the executor's ``last_report``.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -23,12 +24,15 @@ from typing import Any
 
 import dask
 
+from . import graph, shuffle
 from .engine import GraphRun
 from .executor import FaasExecutor
+from .fusion import fuse_partitionwise
 
 __all__ = ["ComputeReport", "compute_with", "default_executor", "enable", "faas_get", "persist"]
 
 logger = logging.getLogger("dask_faas")
+_compute_ids = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,23 @@ def compute_with(
     Extra keywords that dask passes to schedulers (``num_workers``, ``pool``, ...) are ignored: the
     executor's platform decides the parallelism.
     """
-    stats = executor.stats
+    stats, session, name = executor.stats, executor.session, f"c{next(_compute_ids)}"
     started, invocations, received = time.perf_counter(), stats["invocations"], stats["bytes_received"]
-    run = GraphRun(executor, keep, callbacks, rerun_exceptions_locally)
+    exchange = functools.partial(
+        shuffle.rewrite,
+        compute=name,
+        two_level_above=int(session.settings["exchange"]["two-level-above"]),
+    )
+    run = GraphRun(
+        session, name, keep=keep, callbacks=callbacks, rerun_exceptions_locally=rerun_exceptions_locally
+    )
     try:
-        return run.run(dsk, keys)
+        return run.run(
+            keys,
+            lambda: graph.prepare(
+                dsk, keys, session, compute=name, rewrites=[exchange], fuse=fuse_partitionwise
+            ),
+        )
     finally:
         report = ComputeReport(
             run.tasks,
@@ -110,7 +126,7 @@ def default_executor() -> FaasExecutor:
     """The executor of ``faas_get``: made from ``dask.config`` on first use, shut down at exit."""
     global _default
     with _default_lock:
-        if _default is None or _default._shutdown:
+        if _default is None or _default.session.closed:
             _default = FaasExecutor()
         return _default
 

@@ -21,8 +21,10 @@ __all__ = [
     "dumps_arguments",
     "dumps_error",
     "dumps_function",
+    "dumps_warnings",
     "loads",
     "loads_error",
+    "loads_warnings",
 ]
 
 PROTOCOL = 5
@@ -54,22 +56,34 @@ def dumps_function(fn: Any) -> bytes:
         raise SerializationError(f"function {name} cannot be pickled: {exc}") from exc
 
 
-def dumps_arguments(fn: Any, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> bytes:
-    """Cloudpickle a batch of ``(args, kwargs)``; on failure name the call and the argument.
+def dumps_arguments(
+    name: str, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], first_index: int | None = None
+) -> bytes:
+    """Cloudpickle a batch of ``(args, kwargs)``; on failure name the item and the argument.
+
+    Parameters
+    ----------
+    name : str
+        The function's name, for the error message.
+    calls : sequence of (args, kwargs)
+        The batch.
+    first_index : int, optional
+        Index of the batch's first call among the items of a ``map``; the error then names the item.
 
     Raises
     ------
     SerializationError
-        Naming the argument (position or keyword) that cannot be pickled, and the function.
+        Naming the argument (position or keyword), the item of a map and the function.
     """
     try:
         return dumps(list(calls))
     except Exception as exc:
-        raise _unpicklable_argument(fn, calls, exc) from exc
+        raise _unpicklable_argument(name, calls, first_index, exc) from exc
 
 
-def _unpicklable_argument(fn: Any, calls: Sequence[Any], exc: Exception) -> SerializationError:
-    name = getattr(fn, "__qualname__", repr(fn))
+def _unpicklable_argument(
+    name: str, calls: Sequence[Any], first_index: int | None, exc: Exception
+) -> SerializationError:
     for index, (args, kwargs) in enumerate(calls):
         named = [(f"argument {i}", value) for i, value in enumerate(args)]
         named += [(f"keyword argument {k!r}", value) for k, value in kwargs.items()]
@@ -77,10 +91,11 @@ def _unpicklable_argument(fn: Any, calls: Sequence[Any], exc: Exception) -> Seri
             try:
                 dumps(value)
             except Exception as inner:
-                where = f" of call {index}" if len(calls) > 1 else ""
-                return SerializationError(
-                    f"{label}{where} of {name}() cannot be pickled ({_describe(value)}): {inner}"
-                )
+                if first_index is not None:
+                    where = f" of item {first_index + index} of map({name})"
+                else:
+                    where = (f" of call {index}" if len(calls) > 1 else "") + f" of {name}()"
+                return SerializationError(f"{label}{where} cannot be pickled ({_describe(value)}): {inner}")
     return SerializationError(f"the arguments of {name}() cannot be pickled: {exc}")
 
 
@@ -107,3 +122,39 @@ def loads_error(data: bytes | memoryview) -> BaseException:
     exc = loads(exc_data)
     exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
     return exc
+
+
+#: Most distinct warnings one invocation reports (the rest are counted in one last warning).
+MAX_WARNINGS = 100
+
+
+def dumps_warnings(caught: Sequence[Any]) -> bytes:
+    """Pickle the warnings a function raised (``warnings.WarningMessage``), once per location.
+
+    Each distinct ``(category, message, filename, lineno)`` is kept once; categories that cannot be
+    pickled travel as ``UserWarning`` with their name in the message.
+    """
+    if not caught:
+        return b""
+    records: dict[tuple[Any, ...], None] = {}
+    for w in caught:
+        records.setdefault((w.category, str(w.message), w.filename, w.lineno), None)
+    kept = list(records)[:MAX_WARNINGS]
+    if len(records) > MAX_WARNINGS:
+        left = len(records) - MAX_WARNINGS
+        kept.append((RuntimeWarning, f"{left} more distinct warnings in this function", "<dask-faas>", 0))
+    try:
+        return dumps(kept)
+    except Exception:
+        named = [(UserWarning, f"{c.__module__}.{c.__qualname__}: {m}", f, n) for c, m, f, n in kept]
+        return dumps(named)
+
+
+def loads_warnings(data: bytes) -> list[tuple[type[Warning], str, str, int]]:
+    """The warnings of :func:`dumps_warnings` (``[]`` for none)."""
+    if not data:
+        return []
+    try:
+        return loads(data)
+    except Exception as exc:  # a category class the client cannot import
+        return [(UserWarning, f"a function raised warnings that cannot be unpickled here: {exc}", "", 0)]

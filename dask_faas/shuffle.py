@@ -15,7 +15,7 @@ fused by the engine with the task producing its partition), ``R`` reducer tasks 
 mapper, and, for a large ``M x R``, a combiner stage between them:
 
 **The two-level rule.** A single-level exchange costs ``M`` writes and ``M x R`` ranged reads. Above
-``M x R > faas.exchange.two-level-above`` (default :data:`TWO_LEVEL_ABOVE` = 16,384, about 3 s of
+``M x R > faas.exchange.two-level-above`` (default 16,384 in ``faas.yaml``, about 3 s of
 reads at the 5,500 GET/s that S3 sustains on one key prefix before it splits the prefix), mappers
 are grouped into ``G = ceil(sqrt(M))`` consecutive groups, each rewritten by a combiner into one
 object: ``M + G`` writes and ``M + G x R`` reads (for 1,000 x 1,000: 33,000 reads instead of a
@@ -31,23 +31,19 @@ from collections.abc import Hashable
 from dataclasses import replace
 from typing import Any
 
-import dask
-
 from .exceptions import ConfigError
 
-__all__ = ["TWO_LEVEL_ABOVE", "TWO_LEVEL_SETTING", "plan", "rewrite"]
+__all__ = ["TWO_LEVEL_SETTING", "plan", "rewrite"]
 
-#: Setting of the two-level threshold on ``M x R`` (see the module docstring).
+#: Setting of the two-level threshold on ``M x R`` (see the module docstring; default in faas.yaml).
 TWO_LEVEL_SETTING = "faas.exchange.two-level-above"
-#: Its default.
-TWO_LEVEL_ABOVE = 16_384
 #: Column holding the output partition of each row in a P2P hash join (as dask names it).
 MERGE_COLUMN = "__hash_partition"
 #: Functions computing the output partitions of disk and P2P shuffles in a materialized graph.
 _OUTPUT_FUNCTIONS = frozenset({"collect", "shuffle_unpack", "merge_unpack"})
 
 
-def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str) -> dict[Hashable, Any]:
+def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str, two_level_above: int) -> dict[Hashable, Any]:
     """``graph`` of ``expr`` with every dataframe shuffle's layer replaced by the storage exchange.
 
     Parameters
@@ -60,6 +56,9 @@ def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str) -> dict[Hashabl
     compute : str
         Name of the compute (``GraphRun.name``): the exchange's objects are written under
         ``<job prefix>/<compute>/``, which the engine deletes when the compute ends.
+    two_level_above : int
+        The executor's ``faas.exchange.two-level-above``: above this many mapper x reducer reads,
+        mappers' objects are first merged by combiners.
 
     Raises
     ------
@@ -74,7 +73,8 @@ def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str) -> dict[Hashabl
     graph = dict(graph)
     replaced: set[Hashable] = set()
     for node in nodes:
-        layer = _merge_layer(node, compute) if _kind(node) == "merge" else _layer(node, compute)
+        make = _merge_layer if _kind(node) == "merge" else _layer
+        layer = make(node, compute, two_level_above)
         graph.update(layer)
         replaced.update(layer)
     if left := [key for key in joins if key not in replaced]:
@@ -88,14 +88,12 @@ def rewrite(expr: Any, graph: dict[Hashable, Any], compute: str) -> dict[Hashabl
             graph.pop(key, None)
         if not all(key in replaced for key, _ in outputs):
             spec = replace(spec, compute=compute)
-            graph.update(_reducers(spec, inputs, outputs, drop, str(outputs[0][0][0])))
+            graph.update(_reducers(spec, inputs, outputs, drop, str(outputs[0][0][0]), two_level_above))
     return graph
 
 
-def plan(mappers: int, reducers: int, threshold: int | None = None) -> list[range] | None:
+def plan(mappers: int, reducers: int, threshold: int) -> list[range] | None:
     """The combiner groups of an exchange (consecutive mappers), or None for a single level."""
-    if threshold is None:
-        threshold = int(dask.config.get(TWO_LEVEL_SETTING, TWO_LEVEL_ABOVE))
     if mappers * reducers <= threshold or mappers < 4:
         return None
     size = math.ceil(mappers / math.ceil(math.sqrt(mappers)))
@@ -116,7 +114,7 @@ def _token(*parts: Any) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
 
 
-def _layer(node: Any, compute: str | None) -> dict[Hashable, Any]:
+def _layer(node: Any, compute: str | None, two_level_above: int) -> dict[Hashable, Any]:
     """The exchange of one ``SimpleShuffle`` (task, disk or P2P): same output keys and partitions.
 
     Every method gives the partitions of dask's task shuffle: its split (``shuffle_group``), its
@@ -135,21 +133,23 @@ def _layer(node: Any, compute: str | None) -> dict[Hashable, Any]:
     drop = node.partitioning_index if "P2PShuffle" in _class_names(node) else None
     inputs = [(node.frame._name, i) for i in range(node.frame.npartitions)]
     outputs = list(zip(node.__dask_keys__(), node._partitions, strict=True))
-    return _reducers(spec, inputs, outputs, drop, node._name)
+    return _reducers(spec, inputs, outputs, drop, node._name, two_level_above)
 
 
-def _reducers(spec: Any, inputs: list, outputs: list, drop: Any, name: str) -> dict[Hashable, Any]:
+def _reducers(
+    spec: Any, inputs: list, outputs: list, drop: Any, name: str, two_level_above: int
+) -> dict[Hashable, Any]:
     from dask._task_spec import List, Task
 
     from . import exchange
 
-    layer, sources = _map_stage(spec, inputs, name)
+    layer, sources = _map_stage(spec, inputs, name, two_level_above)
     for key, part in outputs:
         layer[key] = Task(key, exchange.reduce_partition, spec, part, List(*sources), drop)
     return layer
 
 
-def _merge_layer(node: Any, compute: str | None) -> dict[Hashable, Any]:
+def _merge_layer(node: Any, compute: str | None, two_level_above: int) -> dict[Hashable, Any]:
     """The exchange of a P2P hash join: both sides through the exchange, then dask's merge_chunk."""
     from dask._task_spec import List, Task
 
@@ -168,7 +168,7 @@ def _merge_layer(node: Any, compute: str | None) -> dict[Hashable, Any]:
         )
         prepare = (exchange.assign_merge_partitions, on, MERGE_COLUMN, npartitions, by_index)
         inputs = [(frame._name, i) for i in range(frame.npartitions)]
-        stage, sources = _map_stage(spec, inputs, f"{side}-{node._name}", prepare)
+        stage, sources = _map_stage(spec, inputs, f"{side}-{node._name}", two_level_above, prepare)
         layer.update(stage)
         sides.append((spec, List(*sources)))
     (left, left_sources), (right, right_sources) = sides
@@ -188,7 +188,9 @@ def _merge_layer(node: Any, compute: str | None) -> dict[Hashable, Any]:
     return layer
 
 
-def _map_stage(spec: Any, inputs: list, name: str, prepare: tuple | None = None) -> tuple[dict, list]:
+def _map_stage(
+    spec: Any, inputs: list, name: str, two_level_above: int, prepare: tuple | None = None
+) -> tuple[dict, list]:
     """Mapper tasks over the ``inputs`` keys (and combiners, by :func:`plan`); their references."""
     from dask._task_spec import List, Task, TaskRef
 
@@ -205,7 +207,7 @@ def _map_stage(spec: Any, inputs: list, name: str, prepare: tuple | None = None)
         key = (f"exchange-map-{name}", i)
         layer[key] = Task(key, exchange.map_partition, source, spec, i)
         sources.append(TaskRef(key))
-    groups = plan(len(sources), spec.npartitions)
+    groups = plan(len(sources), spec.npartitions, two_level_above)
     if groups:
         combined = []
         for g, members in enumerate(groups):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import serialize, worker
+from .exceptions import SerializationError
 from .protocol import Ref
 from .store import SignedStore
 
@@ -67,7 +68,9 @@ def run_tasks(
     Raises
     ------
     Exception
-        The first task's exception, with the failing key in its ``dask_faas_key`` attribute.
+        The first failing task's exception, with its key in the ``dask_faas_key`` attribute.
+    SerializationError
+        Naming the task whose result cannot be pickled.
     """
     context = worker.current()
     store = context.store.child(compute)
@@ -76,16 +79,25 @@ def run_tasks(
     for key, task, inputs in batch:
         try:
             value = task({dep: loaded[dep] for dep in inputs})
+            pickled = _pickled_output(key, value)
         except Exception as exc:
             exc.dask_faas_key = key  # type: ignore[attr-defined]
             raise
-        pickled = serialize.dumps(value)
         if len(pickled) <= inline_limit:
             outputs.append((key, Inline(pickled)))
         else:
             name = f"{key_name(key)}.{context.call}.{context.attempt}"
             outputs.append((key, store.put(name, pickled)))
     return outputs
+
+
+def _pickled_output(key: Hashable, value: Any) -> bytes:
+    try:
+        return serialize.dumps(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"the result of task {key!r} cannot be pickled ({type(value).__qualname__}): {exc}"
+        ) from exc
 
 
 def _load_inputs(batch: list[tuple[Hashable, Any, dict[Hashable, Any]]], store: SignedStore) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import os
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -106,22 +107,25 @@ class Runtime:
         warm = self.invocations > 0
         self.invocations += 1
         token = None
-        try:
-            store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
-            token = _current.set(Context(store, inv.call, inv.attempt))
-            fn = self._function(store, inv.function)
-            calls = serialize.loads(self._read(store, inv.args))
-            results = [fn(*args, **kwargs) for args, kwargs in calls]
-            ok, value = True, self._output(store, inv, _dumps_results(results))
-        except BaseException as exc:  # report everything, KeyboardInterrupt included
-            if isinstance(exc, SystemExit | KeyboardInterrupt) and not isinstance(exc, Exception):
-                exc = RuntimeError(f"function raised {type(exc).__name__}({exc})")
-            ok, value = False, serialize.dumps_error(exc)
-        finally:
-            if token is not None:
-                _current.reset(token)
+        # every warning is recorded here and issued again on the client, whose filters decide
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
+                token = _current.set(Context(store, inv.call, inv.attempt))
+                fn = self._function(store, inv.function)
+                calls = serialize.loads(self._read(store, inv.args))
+                results = [fn(*args, **kwargs) for args, kwargs in calls]
+                ok, value = True, self._output(store, inv, _dumps_results(results))
+            except BaseException as exc:  # report everything, KeyboardInterrupt included
+                if isinstance(exc, SystemExit | KeyboardInterrupt) and not isinstance(exc, Exception):
+                    exc = RuntimeError(f"function raised {type(exc).__name__}({exc})")
+                ok, value = False, serialize.dumps_error(exc)
+            finally:
+                if token is not None:
+                    _current.reset(token)
         stats = {"pid": os.getpid(), "warm": warm, "seconds": time.perf_counter() - started}
-        response = Response(inv.call, inv.attempt, ok, value, stats)
+        response = Response(inv.call, inv.attempt, ok, value, stats, serialize.dumps_warnings(caught))
         return protocol.seal(response, self._key)
 
     # -- helpers ---------------------------------------------------------------------------

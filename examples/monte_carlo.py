@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     with FaasExecutor(**settings) as ex:
         partials = list(ex.map(simulate_chunk, sizes, seeds, [option] * args.chunks, progress=args.progress))
         invocations = ex.stats["invocations"]
-        workers = ex._max_workers
+        workers = ex.session.num_workers
     wall = time.perf_counter() - started
 
     estimate = combine(partials, option)

@@ -21,7 +21,12 @@ import pytest
 
 from dask_faas.testing.pytest_plugin import EXCLUDED
 
-MODULES = ("dask.tests.test_delayed", "dask.bag.tests.test_bag", "dask.array.tests.test_reductions")
+MODULES = (
+    "dask.tests.test_delayed",
+    "dask.bag.tests.test_bag",
+    "dask.bag.tests.test_text",
+    "dask.array.tests.test_reductions",
+)
 
 #: Tests that fail under dask's own scheduler as well, with this invocation: not dask-faas's business.
 BASELINE_FAILURES = {

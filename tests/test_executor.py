@@ -23,8 +23,12 @@ def add(x: int, y: int = 0) -> int:
 def test_an_unpicklable_argument_fails_at_submit_naming_it(executor):
     with pytest.raises(SerializationError, match=r"keyword argument 'y' of add\(\).*lock"):
         executor.submit(add, 1, y=threading.Lock())
-    with pytest.raises(SerializationError, match=r"argument 1 of call 0 of add\(\)"):
+    with pytest.raises(SerializationError, match=r"argument 1 of item 0 of map\(add\)"):
         list(executor.map(add, [1, 2], [threading.Lock(), 3], chunksize=2))
+    # the item is named by its index in the map, with one invocation per item or per chunk
+    for chunksize in (1, 2):
+        with pytest.raises(SerializationError, match=r"argument 0 of item 3 of map\(add\).*lock"):
+            list(executor.map(add, [0, 1, 2, threading.Lock(), 4], chunksize=chunksize))
 
 
 def test_the_function_is_uploaded_once_per_job(executor, storage_root):
@@ -65,7 +69,7 @@ def test_ctrl_c_removes_the_job_prefix_and_the_function_processes(storage_root, 
             time.sleep(60)
         with FaasExecutor(workers=2, local_storage={{"root": {str(storage_root)!r}}}) as ex:
             futures = [ex.submit(slow, i) for i in range(4)]
-            print(ex.job_prefix, *ex._backend.pids, flush=True)
+            print(ex.job_prefix, *ex.backend.pids, flush=True)
             futures[0].result()
     """)
     )

@@ -33,7 +33,7 @@ def module_executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaasEx
     finally:
         _executor = None
         executor.shutdown(wait=True, cancel_futures=True)
-        storage = storage_from_settings(executor._settings)
+        storage = storage_from_settings(executor.settings)
         left = list(storage.list(executor.job_prefix))
         assert not left, f"job prefix {executor.job_prefix} not empty after shutdown: {left[:5]}"
 

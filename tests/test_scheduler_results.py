@@ -53,7 +53,7 @@ def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaasExecutor]:
         yield executor
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-        storage = storage_from_settings(executor._settings)  # the executor closed its own
+        storage = storage_from_settings(executor.settings)  # the executor closed its own
         left = list(storage.list(executor.job_prefix))
         assert not left, f"job prefix {executor.job_prefix} not empty after shutdown: {left[:5]}"
 

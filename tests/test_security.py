@@ -56,12 +56,13 @@ def test_sentinel_credentials_appear_in_no_payload_and_no_stored_object(
             "secret": SENTINEL_SECRET,
         },
         inline_limit=1024,
+        signing_key=(signing_key := new_key()).hex(),
     )
     small, large = b"s" * 10, bytes(range(256)) * 400  # large goes through storage both ways
     assert ex.submit(echo_size, small).result(timeout=60) == small[::-1] * 2
     assert ex.submit(echo_size, large).result(timeout=60) == large[::-1] * 2
     assert list(ex.map(echo_size, [small, large], chunksize=2)) == [small * 2, large[::-1] * 2]
-    key_hex = ex._key.hex().encode()
+    key_hex = signing_key.hex().encode()
     ex.shutdown()
 
     versions = admin.list_object_versions(Bucket=s3_bucket).get("Versions", [])
@@ -74,7 +75,7 @@ def test_sentinel_credentials_appear_in_no_payload_and_no_stored_object(
     assert any(b"/out/" in v["Key"].encode() for v in versions), "no result went to storage"
     assert len(recording_backend) >= 6  # 3 payloads + 3 responses
     for blob in [*recording_backend, *stored]:
-        for secret in (SENTINEL_KEY.encode(), SENTINEL_SECRET.encode(), key_hex, ex._key):
+        for secret in (SENTINEL_KEY.encode(), SENTINEL_SECRET.encode(), key_hex, signing_key):
             assert secret not in blob
     # and the job left nothing visible behind
     assert admin.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0

@@ -76,13 +76,13 @@ class FunctionExecutor:
             executor = FaasExecutor(**faas_settings(config, backend, storage, settings))
         self._ex = executor
         self.executor_id = executor.job_prefix.rsplit("/", 1)[-1]
-        self.backend = executor._settings["backend"]
+        self.backend = executor.settings["backend"]
         self.futures: list[ResponseFuture] = []
         self.last_call: str | None = None
         self._jobs = itertools.count()
         self._graphs = cf.ThreadPoolExecutor(4, thread_name_prefix="dask-faas-compat")
         if storage_options is None:
-            storage_options = s3_storage_options(executor._settings.get("s3") or {})
+            storage_options = s3_storage_options(executor.settings.get("s3") or {})
         self._storage_options = storage_options
 
     @property

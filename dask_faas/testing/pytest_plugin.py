@@ -55,9 +55,6 @@ _IDENTITY = (
     "relies on object identity of a value that went through a task; results come back from the "
     "function pickled, as equal copies"
 )
-_TASK_WARNING = (
-    "expects a warning raised inside a task; a warning raised in a function stays in the function's process"
-)
 _DISK_SHUFFLE = (
     "explicit shuffle='disk': the partd store lives on one machine's disk, which functions do not "
     "share; dask-faas refuses it (ConfigError)"
@@ -76,20 +73,6 @@ EXCLUDED: dict[str, str] = {
     + " (a lambda compares equal only to itself)",
     "dask.bag.tests.test_bag::test_repartition_partition_size_complex_dtypes": _IDENTITY
     + " (lists of numpy arrays compare equal only when they hold the same arrays)",
-    "dask.bag.tests.test_bag::test_take_npartitions_warn": _TASK_WARNING
-    + " (the test pins the sync scheduler for this reason)",
-    "dask.array.tests.test_reductions::test_array_cumreduction_axis[blelloch-None-False-cumprod]": (
-        _TASK_WARNING
-    ),
-    "dask.array.tests.test_reductions::test_array_cumreduction_axis[blelloch-None-False-nancumprod]": (
-        _TASK_WARNING
-    ),
-    "dask.array.tests.test_reductions::test_array_cumreduction_axis[blelloch-None-True-cumprod]": (
-        _TASK_WARNING
-    ),
-    "dask.array.tests.test_reductions::test_array_cumreduction_axis[blelloch-None-True-nancumprod]": (
-        _TASK_WARNING
-    ),
     "dask.bag.tests.test_bag::test_to_delayed_optimize_graph": (
         "counts calls of a monkeypatched function in a closure variable of the test process; the "
         "tasks call it inside functions, in other processes"

@@ -1,0 +1,331 @@
+"""Calls on their way through invocations, retries and deadlines (the core of ``FaasExecutor``).
+
+A :class:`Dispatcher` turns one batch of calls into signed invocation payloads, hands them to the
+compute backend, decodes the responses and settles the caller's :class:`concurrent.futures.Future`.
+Failed invocations are invoked again up to the call's ``retries``. Every started invocation has a
+deadline, its ``timeout_s`` plus a grace: a platform that never answers (a lost response) fails the
+call with a :class:`~dask_faas.exceptions.FunctionTimeoutError` naming it, instead of hanging the
+client. Warnings raised inside the function are issued again here, with the function-side location.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import heapq
+import itertools
+import random
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+from . import protocol, serialize
+from .backends.compute import ComputeBackend, InvokeOptions
+from .exceptions import FunctionTimeoutError, IntegrityError, PayloadTooLargeError
+from .job import Job
+from .protocol import Invocation, Ref, Response
+from .session import CallOptions, Calls, JobFunction
+
+__all__ = ["Dispatcher", "deadline_grace_s", "longest_call_s"]
+
+
+def deadline_grace_s(timeout_s: float) -> float:
+    """How long past its ``timeout_s`` a started invocation may stay unanswered before it is failed."""
+    return max(5.0, 0.1 * timeout_s)
+
+
+def longest_call_s(options: CallOptions) -> float:
+    """How long a waiter may wait for a call once started: every attempt up to its deadline, the
+    backoffs between them, and one more grace for the outcome to reach the waiter."""
+    grace = deadline_grace_s(options.timeout_s)
+    backoff = sum(options.retry_backoff_s * 2**a * 1.5 for a in range(options.retries))
+    return (options.retries + 1) * (options.timeout_s + grace) + backoff + grace
+
+
+@dataclass(eq=False)
+class _Call:
+    """One batch of calls (one invocation per attempt)."""
+
+    id: str
+    label: str
+    function: Ref
+    args: bytes | Ref
+    options: CallOptions
+    future: cf.Future[Any]
+    unwrap: bool
+    attempt: int = 0
+    started: bool = False
+    #: Set once this attempt's outcome was taken (response, failure or missed deadline).
+    settled: bool = field(default=False)
+
+    def describe(self) -> str:
+        return f"call {self.id} (attempt {self.attempt}) of {self.label}"
+
+
+class _Deadlines:
+    """One thread that fails started invocations still unanswered past their deadline."""
+
+    def __init__(self, expire: Any) -> None:
+        self._expire = expire
+        self._heap: list[tuple[float, int, _Call]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, call: _Call, seconds: float) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._order), call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dask-faas-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].settled or self._heap[0][0] <= now):
+                    _, _, call = heapq.heappop(self._heap)
+                    if not call.settled:
+                        self._cond.release()
+                        try:
+                            self._expire(call)
+                        finally:
+                            self._cond.acquire()
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._cond.wait(timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+
+
+class Dispatcher:
+    """Submit batches of calls as invocations of ``backend``, with retries and deadlines.
+
+    Parameters
+    ----------
+    backend : ComputeBackend
+        Where invocations run.
+    job : Job
+        The job's signed store: function bodies, large arguments and results.
+    key : bytes
+        The signing key of payloads and responses.
+    inline_limit : int
+        Arguments and results up to this many bytes travel inside messages.
+    options : CallOptions
+        Default limits of a call.
+    """
+
+    def __init__(
+        self, backend: ComputeBackend, job: Job, key: bytes, inline_limit: int, options: CallOptions
+    ) -> None:
+        self.backend, self.job, self.options, self.inline_limit = backend, job, options, inline_limit
+        self._key = key
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._futures: set[cf.Future[Any]] = set()
+        self._deadlines = _Deadlines(self._expire)
+        self._warned: dict[Any, Any] = {}  # warnings' "once per location" registry
+        self.closed = False
+        self._stopped = False
+        self.stats = {"calls": 0, "invocations": 0, "retries": 0, "bytes_received": 0}
+
+    def submit(
+        self,
+        function: JobFunction,
+        calls: Calls,
+        unwrap: bool = False,
+        options: CallOptions | None = None,
+        label: str | None = None,
+        first_index: int | None = None,
+    ) -> cf.Future[Any]:
+        """Invoke ``function`` over ``calls`` in one invocation (see :meth:`Session.submit`)."""
+        call_id = str(next(self._ids))
+        data = serialize.dumps_arguments(function.name, calls, first_index)
+        args = data if len(data) <= self.inline_limit else self.job.put(f"in/{call_id}", data)
+        future: cf.Future[Any] = cf.Future()
+        call = _Call(
+            call_id, label or function.name, function.ref, args, options or self.options, future, unwrap
+        )
+        with self._lock:
+            if self.closed:
+                self._release_args(call)
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._futures.add(future)
+            self.stats["calls"] += len(calls)
+        future.add_done_callback(self._forget)
+        try:
+            self._invoke(call)
+        except BaseException:
+            future.cancel()
+            self._release_args(call)
+            raise
+        return future
+
+    def pending(self) -> list[cf.Future[Any]]:
+        """The futures not done yet."""
+        with self._lock:
+            return list(self._futures)
+
+    def close(self) -> None:
+        """Accept no more calls; those already submitted go on (with their retries and deadlines)."""
+        with self._lock:
+            self.closed = True
+
+    def stop(self) -> None:
+        """Stop retrying and watching deadlines: the backend is being closed."""
+        self.close()
+        with self._lock:
+            self._stopped = True
+        self._deadlines.close()
+
+    def count_received(self, nbytes: int) -> None:
+        with self._lock:
+            self.stats["bytes_received"] += nbytes
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def _forget(self, future: cf.Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def _invoke(self, call: _Call) -> None:
+        invocation = Invocation(
+            job=self.job.id,
+            call=call.id,
+            attempt=call.attempt,
+            function=call.function,
+            args=call.args,
+            storage=self.job.locator,
+            prefix=self.job.prefix,
+            inline_limit=self.inline_limit,
+        )
+        payload = protocol.seal(invocation, self._key)
+        if len(payload) > self.backend.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"{call.describe()}: payload of {len(payload)} bytes exceeds the {self.backend.name} "
+                f"backend's {self.backend.max_payload_bytes}; lower 'faas.inline-limit'"
+            )
+        options = InvokeOptions(
+            call.options.timeout_s, call.options.memory_mb, call.describe(), partial(self._start, call)
+        )
+        with self._lock:
+            self.stats["invocations"] += 1
+        self.backend.invoke(payload, options).add_done_callback(partial(self._on_response, call))
+
+    def _start(self, call: _Call) -> bool:
+        """The backend is about to send ``call``: mark the future running and start its deadline."""
+        if not call.started:
+            call.started = True
+            if not call.future.set_running_or_notify_cancel():
+                return False
+        elif call.future.done():  # a retry of a call whose future was settled meanwhile
+            return False
+        timeout = call.options.timeout_s
+        self._deadlines.add(call, timeout + deadline_grace_s(timeout))
+        return True
+
+    def _settle(self, call: _Call) -> bool:
+        """Take the outcome of this attempt once (a response and a missed deadline may race)."""
+        with self._lock:
+            if call.settled:
+                return False
+            call.settled = True
+            return True
+
+    def _expire(self, call: _Call) -> None:
+        if not self._settle(call):
+            return
+        limit = call.options.timeout_s
+        self._fail(
+            call,
+            FunctionTimeoutError(
+                f"{call.describe()}: no response within its time limit timeout_s={limit:g} plus "
+                f"{deadline_grace_s(limit):g} s; the {self.backend.name} platform lost the response "
+                "or did not stop the call"
+            ),
+        )
+
+    def _on_response(self, call: _Call, response: cf.Future[bytes]) -> None:
+        if not self._settle(call):  # past its deadline: already failed or retried
+            if not response.cancelled() and response.exception() is None:
+                self._discard_outputs(call, response.result())
+            return
+        if response.cancelled():
+            self._release_args(call)
+            call.future.cancel()
+            return
+        try:
+            value = self._decode(call, response.result())
+        except BaseException as exc:
+            self._fail(call, exc)
+        else:
+            self._release_args(call)
+            call.future.set_result(value)
+
+    def _fail(self, call: _Call, exc: BaseException) -> None:
+        if call.attempt < call.options.retries and not call.future.done() and not self._stopped:
+            self._retry(call)
+            return
+        self._release_args(call)
+        if not call.future.done():
+            call.future.set_exception(exc)
+
+    def _decode(self, call: _Call, sealed: bytes) -> Any:
+        reply: Response = protocol.unseal(sealed, self._key, what=f"response to {call.describe()}")
+        if (reply.call, reply.attempt) != (call.id, call.attempt):
+            raise IntegrityError(f"response to {call.describe()} answers call {reply.call} instead")
+        data = reply.value
+        self.count_received(len(sealed) + (data.size if isinstance(data, Ref) else 0))
+        if isinstance(data, Ref):
+            try:
+                data = self.job.fetch(data)
+            finally:
+                self.job.delete(reply.value)
+        self._reissue_warnings(reply.warnings)
+        if not reply.ok:
+            raise serialize.loads_error(data)
+        results = serialize.loads(data)
+        return results[0] if call.unwrap else results
+
+    def _reissue_warnings(self, records: bytes) -> None:
+        for category, message, filename, lineno in serialize.loads_warnings(records):
+            warnings.warn_explicit(message, category, filename, lineno, registry=self._warned)
+
+    def _discard_outputs(self, call: _Call, sealed: bytes) -> None:
+        """A late response of an attempt given up on: delete the result it stored."""
+        try:
+            reply: Response = protocol.unseal(sealed, self._key, what=f"late response to {call.describe()}")
+        except Exception:
+            return
+        if isinstance(reply.value, Ref):
+            self.job.delete(reply.value)
+
+    def _retry(self, call: _Call) -> None:
+        delay = call.options.retry_backoff_s * 2**call.attempt * random.uniform(0.5, 1.5)
+        retried = replace(call, attempt=call.attempt + 1, settled=False)
+        with self._lock:
+            self.stats["retries"] += 1
+        timer = threading.Timer(delay, self._invoke_or_fail, (retried,))
+        timer.daemon = True
+        timer.start()
+
+    def _invoke_or_fail(self, call: _Call) -> None:
+        try:
+            self._invoke(call)
+        except BaseException as exc:  # e.g. the pool was closed meanwhile
+            self._release_args(call)
+            if not call.future.done():
+                call.future.set_exception(exc)
+
+    def _release_args(self, call: _Call) -> None:
+        if isinstance(call.args, Ref):
+            self.job.delete(call.args)
