@@ -135,36 +135,32 @@ def compute_with(partitions: int, shuffle_method: str | None = None, **options: 
 
 @contextlib.contextmanager
 def faas_group(args: argparse.Namespace) -> Iterator[dict[str, tuple[Runner, Callable[[], str]]]]:
-    import dask
-
     from dask_faas import FaasExecutor, shuffle
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-shuffle-") as root,
         FaasExecutor(workers=args.workers, local_storage={"root": root}) as ex,
+        FaasExecutor(
+            workers=args.workers, local_storage={"root": root}, exchange={"two_level_above": 0}
+        ) as ex2,
     ):
         plain = compute_with(args.partitions, scheduler=ex)
-
-        def two_level(rows: int) -> Any:
-            with dask.config.set({shuffle.TWO_LEVEL_SETTING: 0}):
-                return plain(rows)
-
+        two_level = compute_with(args.partitions, scheduler=ex2)
         m = r = args.partitions
         groups = len(shuffle.plan(m, r, threshold=0) or [])
         single = f"{m} PUT + {m * r} ranged GET (from the plan)"
         double = f"{m + groups} PUT + {m} GET + {groups * r} ranged GET ({groups} combiners)"
         yield {
             "faas": (plain, lambda: f"{single}; {ex.last_report}"),
-            "faas-2level": (two_level, lambda: f"{double}; {ex.last_report}"),
+            "faas-2level": (two_level, lambda: f"{double}; {ex2.last_report}"),
         }
 
 
 @contextlib.contextmanager
 def faas_s3_group(args: argparse.Namespace) -> Iterator[dict[str, tuple[Runner, Callable[[], str]]]]:
     import boto3
-    import dask
 
-    from dask_faas import FaasExecutor, shuffle
+    from dask_faas import FaasExecutor
 
     os.environ.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
     with tempfile.TemporaryDirectory() as logs:
@@ -176,18 +172,22 @@ def faas_s3_group(args: argparse.Namespace) -> Iterator[dict[str, tuple[Runner, 
             admin.create_bucket(Bucket=bucket)
             with CountingProxy(endpoint) as proxy:
                 s3 = {"bucket": bucket, "endpoint_url": proxy.url, "region_name": "us-east-1"}
-                with FaasExecutor(
-                    workers=args.workers, storage="s3", s3={**s3, "key": "testing", "secret": "testing"}
-                ) as ex:
+                settings = {"workers": args.workers, "storage": "s3"}
+                settings["s3"] = {**s3, "key": "testing", "secret": "testing"}
+                with (
+                    FaasExecutor(**settings) as ex,
+                    FaasExecutor(**settings, exchange={"two_level_above": 0}) as ex2,
+                ):
                     run = compute_with(args.partitions, scheduler=ex)
+                    run_two_level = compute_with(args.partitions, scheduler=ex2)
 
                     def counted(rows: int) -> Any:
                         proxy.requests.clear()
                         return run(rows)
 
                     def counted_two_level(rows: int) -> Any:
-                        with dask.config.set({shuffle.TWO_LEVEL_SETTING: 0}):
-                            return counted(rows)
+                        proxy.requests.clear()
+                        return run_two_level(rows)
 
                     def describe() -> str:
                         ours = proxy.count(lambda method, path, rng: "/x/" in path)
