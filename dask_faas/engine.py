@@ -122,7 +122,10 @@ class GraphRun:
         #: Tasks in the graph dask handed over.
         self.tasks = 0
         self._function = session.function(run_tasks)
-        self._in_flight: dict[cf.Future[Any], tuple[str, float]] = {}
+        #: Invocations submitted and not yet taken from the done queue, with their labels.
+        self._in_flight: dict[cf.Future[Any], str] = {}
+        #: The longest any of them may take (see :func:`~dask_faas.dispatch.longest_call_s`).
+        self._wait_bound = 0.0
         self._deleter = _Deleter(session)
 
     @property
@@ -186,16 +189,19 @@ class GraphRun:
 
     def _next(self, done: queue.SimpleQueue[Any]) -> list[tuple[Hashable, Any, BaseException | None]]:
         """The next finished invocation's outcomes, within the longest time one call may take."""
-        bound = max((limit for _, limit in self._in_flight.values()), default=None)
         try:
-            return done.get(timeout=bound)
+            item = done.get(timeout=self._wait_bound or None)
         except queue.Empty:
-            waiting = sorted(label for label, _ in self._in_flight.values())
+            waiting = sorted(self._in_flight.values())
             raise TimeoutError(
-                f"compute {self.name}: no invocation finished within {bound:g} s, longer than one call "
-                f"may take with its limits and retries; still waiting for {len(waiting)}: "
+                f"compute {self.name}: no invocation finished within {self._wait_bound:g} s, longer "
+                f"than one call may take with its limits and retries; still waiting for {len(waiting)}: "
                 + "; ".join(waiting[:5])
             ) from None
+        if isinstance(item, list):  # aliases resolved on the client
+            return item
+        future, batch = item
+        return self._outcome(future, batch)
 
     def _fire(self, state: dict[str, Any], pretask_cbs: list[Any], done: queue.SimpleQueue[Any]) -> None:
         ready, remote, local = state["ready"], [], []
@@ -221,8 +227,9 @@ class GraphRun:
             batch = remote[start : start + size]
             options, label = self._options(batch), self._label(batch)
             future = self._submit(batch, options, label)
-            self._in_flight[future] = (label, longest_call_s(options))
-            future.add_done_callback(lambda f, b=batch: done.put(self._outcome(f, b)))
+            self._in_flight[future] = label
+            self._wait_bound = max(self._wait_bound, longest_call_s(options))
+            future.add_done_callback(lambda f, b=batch: done.put((f, b)))
 
     def _submit(self, batch: _Batch, options: CallOptions, label: str) -> cf.Future[Any]:
         calls = [((batch, self.name, self.task_inline_limit), {})]
@@ -244,7 +251,7 @@ class GraphRun:
         return f"{describe_task(key, task)}{more} of compute {self.name}"
 
     def _outcome(self, future: cf.Future[Any], batch: _Batch) -> list[Any]:
-        label, _ = self._in_flight.pop(future, ("", 0.0))
+        label = self._in_flight.pop(future, "")
         if future.cancelled():
             return [(batch[0][0], None, cf.CancelledError(f"the invocation of {label} was cancelled"))]
         exc = future.exception()
