@@ -59,51 +59,71 @@ class _Call:
     started: bool = False
     #: Set once this attempt's outcome was taken (response, failure or missed deadline).
     settled: bool = field(default=False)
+    #: The deadline watcher's number for this attempt.
+    watch: int | None = None
 
     def describe(self) -> str:
         return f"call {self.id} (attempt {self.attempt}) of {self.label}"
 
 
 class _Deadlines:
-    """One thread that fails started invocations still unanswered past their deadline."""
+    """One thread that fails started invocations still unanswered past their deadline.
+
+    The heap holds only times and numbers; the calls being watched are in a dict that an answered
+    call leaves at once, so a finished call's future and arguments are never kept alive here.
+    """
 
     def __init__(self, expire: Any) -> None:
         self._expire = expire
-        self._heap: list[tuple[float, int, _Call]] = []
-        self._order = itertools.count()
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, _Call] = {}
+        self._numbers = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def add(self, call: _Call, seconds: float) -> None:
+    def add(self, call: _Call, seconds: float) -> int:
+        """Watch ``call`` for ``seconds``; the number to :meth:`discard` it with."""
+        number = next(self._numbers)
+        deadline = time.monotonic() + seconds
         with self._cond:
             if self._closed:
-                return
-            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._order), call))
+                return number
+            self._watched[number] = call
+            earliest = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, number))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="dask-faas-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif earliest:
+                self._cond.notify()
+        return number
+
+    def discard(self, number: int | None) -> None:
+        if number is not None:
+            with self._cond:
+                self._watched.pop(number, None)
 
     def _run(self) -> None:
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
-                while self._heap and (self._heap[0][2].settled or self._heap[0][0] <= now):
-                    _, _, call = heapq.heappop(self._heap)
-                    if not call.settled:
+                while self._heap and (self._heap[0][1] not in self._watched or self._heap[0][0] <= now):
+                    _, number = heapq.heappop(self._heap)
+                    call = self._watched.pop(number, None)
+                    if call is not None:
                         self._cond.release()
                         try:
                             self._expire(call)
                         finally:
                             self._cond.acquire()
-                timeout = self._heap[0][0] - now if self._heap else None
-                self._cond.wait(timeout)
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._heap.clear()
+            self._watched.clear()
             self._cond.notify()
 
 
@@ -230,7 +250,7 @@ class Dispatcher:
         elif call.future.done():  # a retry of a call whose future was settled meanwhile
             return False
         timeout = call.options.timeout_s
-        self._deadlines.add(call, timeout + deadline_grace_s(timeout))
+        call.watch = self._deadlines.add(call, timeout + deadline_grace_s(timeout))
         return True
 
     def _settle(self, call: _Call) -> bool:
@@ -239,7 +259,8 @@ class Dispatcher:
             if call.settled:
                 return False
             call.settled = True
-            return True
+        self._deadlines.discard(call.watch)
+        return True
 
     def _expire(self, call: _Call) -> None:
         if not self._settle(call):
@@ -311,7 +332,7 @@ class Dispatcher:
 
     def _retry(self, call: _Call) -> None:
         delay = call.options.retry_backoff_s * 2**call.attempt * random.uniform(0.5, 1.5)
-        retried = replace(call, attempt=call.attempt + 1, settled=False)
+        retried = replace(call, attempt=call.attempt + 1, settled=False, watch=None)
         with self._lock:
             self.stats["retries"] += 1
         timer = threading.Timer(delay, self._invoke_or_fail, (retried,))
