@@ -6,15 +6,18 @@ with the deployment's environment (signing key, storage credentials). It reads f
 stdout, whose first byte says ``0`` (a sealed response follows) or ``1`` (the runtime itself failed,
 an error text follows, as a platform's "unhandled function error"). The function's own prints go to
 stderr, so they cannot corrupt the protocol. A frame of length 0 (or the end of stdin) stops it.
+
+SIGINT is ignored. A terminal's Ctrl-C goes to its whole foreground process group, which includes
+the pool, but a function (as on any remote platform) is stopped by its platform, not by the client's
+terminal: the client's interrupt closes the pool, which ends this process (end of stdin, SIGTERM).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import sys
-
-from dask_faas.worker import Runtime
 
 _LENGTH = struct.Struct(">Q")
 
@@ -38,6 +41,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def main() -> None:
     """Serve invocations until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # before the imports, which take most of the start-up
+    from dask_faas.worker import Runtime
+
     runtime = Runtime.from_environ()
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # print() inside functions goes to stderr

@@ -6,6 +6,11 @@ the client: payloads go in and responses come out as bytes over pipes. Like a co
 the pool enforces per-invocation limits: a call past its ``timeout_s`` or ``memory_mb`` (resident
 memory, sampled every ``poll_interval_s``) is stopped by killing its process, and a process that
 dies for any reason fails only the call it was running and is replaced.
+
+:meth:`LocalBackend.close` stops the whole pool at once: idle processes see the end of their stdin,
+busy ones get SIGTERM (their calls are abandoned), then all share one grace deadline, after which
+the rest are killed together. Closing never takes much longer than one process start-up, however
+many processes are busy.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class _FunctionProcess:
         self.pid = self.popen.pid
         self._in = self.popen.stdin.fileno()  # type: ignore[union-attr]
         self._out = self.popen.stdout.fileno()  # type: ignore[union-attr]
+        #: Set when the pool's close stopped this process in the middle of a call.
+        self.stopped_by_close = False
 
     def call(self, payload: bytes, options: InvokeOptions, poll_interval_s: float) -> bytes:
         """Send ``payload``, wait for the reply within the limits, return the response bytes."""
@@ -117,13 +124,19 @@ class _FunctionProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace_s: float = 2.0) -> None:
-        """Close stdin so the process exits; kill it if it does not within ``grace_s``."""
+    def terminate(self) -> None:
+        """Ask the process to stop now (SIGTERM), whatever it is doing."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.terminate()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the process to end; return whether it has."""
         try:
-            self.popen.stdin.close()  # type: ignore[union-attr]
-            self.popen.wait(grace_s)
-        except (OSError, subprocess.TimeoutExpired):
-            self.kill()
+            self.popen.wait(max(0.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def release(self) -> None:
         """Close the pipes of a process that has ended."""
@@ -132,8 +145,10 @@ class _FunctionProcess:
                 pipe.close()  # type: ignore[union-attr]
 
     def kill(self) -> None:
+        """Kill the process (SIGKILL) and reap it."""
         if self.popen.poll() is None:
-            self.popen.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
         self.popen.wait()
 
 
@@ -149,6 +164,8 @@ class LocalBackend(ComputeBackend):
         Pool size; defaults to the CPU count.
     poll_interval_s : float
         How often a running call's resident memory is sampled.
+    close_grace_s : float
+        How long :meth:`close` lets the processes end by themselves before it kills them.
     """
 
     name = "local"
@@ -161,12 +178,14 @@ class LocalBackend(ComputeBackend):
         environment: Mapping[str, str],
         workers: int | None = None,
         poll_interval_s: float = 0.02,
+        close_grace_s: float = 2.0,
     ) -> None:
         workers = (os.cpu_count() or 1) if workers is None else workers
-        if not isinstance(workers, int) or workers < 1:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ConfigError(f"faas.workers must be a positive integer, got {workers!r}")
         self.concurrency = workers
         self._poll = poll_interval_s
+        self._grace = close_grace_s
         # Like a container built from this environment: the runtime and the client's modules import.
         runtime_root = str(Path(__file__).resolve().parents[3])
         path = os.pathsep.join(dict.fromkeys(p for p in (runtime_root, *sys.path) if p))
@@ -174,8 +193,20 @@ class LocalBackend(ComputeBackend):
         self._queue: queue.SimpleQueue[tuple[Future[bytes], bytes, InvokeOptions] | None] = (
             queue.SimpleQueue()
         )
+        # guards _closed, _busy and the replacement of processes, so that close() sees every
+        # process and knows which ones are running a call
+        self._lock = threading.Lock()
         self._closed = False
-        self._processes = [_FunctionProcess(self._environment) for _ in range(workers)]
+        self._processes: list[_FunctionProcess] = []
+        try:
+            for _ in range(workers):
+                self._processes.append(_FunctionProcess(self._environment))
+        except BaseException:  # e.g. out of processes: stop the ones already started
+            for process in self._processes:
+                process.release()
+            self._stop_processes(self._processes, busy=[])
+            raise
+        self._busy = [False] * workers
         self._threads = [
             threading.Thread(target=self._serve, args=(i,), name=f"dask-faas-local-{i}", daemon=True)
             for i in range(workers)
@@ -193,42 +224,80 @@ class LocalBackend(ComputeBackend):
         return [p.pid for p in self._processes]
 
     def invoke(self, payload: bytes, options: InvokeOptions) -> Future[bytes]:
-        if self._closed:
-            raise RuntimeError("the local backend is closed")
+        """Queue one invocation for the next free function process.
+
+        Raises
+        ------
+        RuntimeError
+            After :meth:`close`.
+        """
         future: Future[bytes] = Future()
-        self._queue.put((future, payload, options))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"cannot invoke {options.label}: the local backend is closed")
+            self._queue.put((future, payload, options))
         return future
 
     def _serve(self, slot: int) -> None:
         try:
             self._serve_calls(slot)
         finally:
-            self._processes[slot].release()
+            self._processes[slot].release()  # an idle process ends when its stdin closes
 
     def _serve_calls(self, slot: int) -> None:
         while (item := self._queue.get()) is not None:
             future, payload, options = item
-            if options.on_start is not None and not options.on_start():
+            if self._closed or (options.on_start is not None and not options.on_start()):
                 future.cancel()
             if not future.set_running_or_notify_cancel():
                 continue
-            process = self._processes[slot]
+            with self._lock:
+                closed = self._closed
+                self._busy[slot] = not closed
+                process = self._processes[slot]
+            if closed:  # close() came between on_start and here: the payload was not sent
+                future.set_exception(
+                    InvocationError(f"{options.label}: not sent, the local backend was closed")
+                )
+                continue
             try:
-                future.set_result(process.call(payload, options, self._poll))
+                response = process.call(payload, options, self._poll)
             except InvocationError as exc:
-                if not process.alive() and not self._closed:
-                    process.release()
-                    self._processes[slot] = _FunctionProcess(self._environment)
-                future.set_exception(exc)
+                with self._lock:
+                    self._busy[slot] = False
+                    if not process.alive() and not self._closed:
+                        process.release()
+                        self._processes[slot] = _FunctionProcess(self._environment)
+                error = exc
+                if process.stopped_by_close:
+                    error = InvocationError(
+                        f"{options.label}: stopped while running, the local backend was closed "
+                        f"(function process {process.pid})"
+                    )
+                future.set_exception(error)
             except BaseException as exc:  # a bug here must not hang the caller
                 future.set_exception(exc)
                 raise
+            else:
+                with self._lock:
+                    self._busy[slot] = False
+                future.set_result(response)
 
     def close(self) -> None:
-        """Stop the pool: pending invocations are cancelled, processes stopped and reaped."""
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the pool, all processes at once.
+
+        Invocations not yet sent are cancelled; running ones fail with an
+        :class:`~dask_faas.exceptions.InvocationError` (their processes get SIGTERM). Idle processes
+        end when their stdin closes. Whatever has not ended within one shared ``close_grace_s`` is
+        killed. When this returns every process is reaped and every future of the pool is done.
+        Closing again does nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            processes = list(self._processes)
+            busy = [p for p, running in zip(self._processes, self._busy, strict=True) if running]
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -237,9 +306,19 @@ class LocalBackend(ComputeBackend):
             if item is not None:
                 item[0].cancel()
         for _ in self._threads:
-            self._queue.put(None)
-        for process in self._processes:
-            if process.alive():
-                process.stop()
+            self._queue.put(None)  # each thread then closes its idle process's stdin
+        self._stop_processes(processes, busy)
+        deadline = time.monotonic() + max(10.0, self._grace)
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _stop_processes(self, processes: list[_FunctionProcess], busy: list[_FunctionProcess]) -> None:
+        """Signal the busy ones, give all one shared grace period, then kill the rest together."""
+        for process in busy:
+            process.stopped_by_close = True
+            process.terminate()
+        deadline = time.monotonic() + self._grace
+        for process in processes:
+            process.wait(deadline - time.monotonic())
+        for process in processes:
+            process.kill()
