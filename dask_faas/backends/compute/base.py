@@ -5,6 +5,17 @@ payload bytes to the deployed function and returns a future of the response byte
 state the platform's limits. Deployment (creating or updating the function) lives apart from
 invocation, and a backend never touches storage: what a function needs to reach storage is part of
 its deployment ``environment``.
+
+The contract every backend keeps (``tests/test_compute_contract.py`` checks it for each one):
+
+- the future resolves to the function's sealed response, or fails with
+  :class:`~dask_faas.exceptions.FunctionTimeoutError`, :class:`~dask_faas.exceptions.FunctionMemoryError`
+  or :class:`~dask_faas.exceptions.WorkerDiedError` whose message names the call's ``label`` (and
+  the limit, ``timeout_s=`` or ``memory_mb=``); a failed call leaves the backend usable;
+- ``on_start`` returning False cancels the future, and the payload is never sent;
+- :meth:`~ComputeBackend.close` cancels what was not sent, fails what is running, leaves no local
+  process or thread running, and returns only when every future it gave out is done; ``invoke``
+  afterwards raises ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -66,9 +77,29 @@ class ComputeBackend(abc.ABC):
     def invoke(self, payload: bytes, options: InvokeOptions) -> Future[bytes]:
         """Start one invocation; the future resolves to the function's response bytes.
 
-        The future fails with an :class:`~dask_faas.exceptions.InvocationError` subclass when the
-        platform could not run the call to its end (timeout, memory, crash).
+        Parameters
+        ----------
+        payload : bytes
+            A sealed :class:`~dask_faas.protocol.Invocation`, at most :attr:`max_payload_bytes`.
+        options : InvokeOptions
+            The call's limits, label and ``on_start`` hook.
+
+        Returns
+        -------
+        Future of bytes
+            The sealed response. It fails with an :class:`~dask_faas.exceptions.InvocationError`
+            subclass, naming ``options.label``, when the platform could not run the call to its end
+            (timeout, memory, crash); it is cancelled when ``on_start`` returned False.
+
+        Raises
+        ------
+        RuntimeError
+            After :meth:`close`.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Stop whatever the backend runs locally (threads, processes, sessions)."""
+        """Stop whatever the backend runs locally (threads, processes, sessions).
+
+        Invocations not sent yet are cancelled and running ones fail; when this returns, every
+        future of the backend is done. Closing again does nothing.
+        """
