@@ -132,3 +132,11 @@ def test_pool_refuses_a_payload_it_cannot_verify():
         assert backend.pids and all(os.path.exists(f"/proc/{pid}") for pid in backend.pids)
     finally:
         backend.close()
+
+
+def test_a_terminals_sigint_does_not_reach_the_functions(make_executor):
+    """Ctrl-C goes to the whole foreground process group, the pool included; only the client acts on it."""
+    ex = make_executor(workers=1)
+    pid = ex.submit(getpid).result(timeout=60)
+    os.kill(pid, signal.SIGINT)
+    assert ex.submit(getpid).result(timeout=60) == pid
