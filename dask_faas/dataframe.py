@@ -17,11 +17,8 @@ This is the only module of dask-faas that imports :mod:`dask.dataframe`.
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dask.dataframe as dd
@@ -82,7 +79,8 @@ def read_csv(
     compression : str or None
         ``"infer"`` (from the suffix), ``"gzip"``, ``"bz2"``, ``"xz"``, ... or ``None``.
     sample : int
-        Bytes of the first object read on the client to infer the dtypes.
+        Bytes of the first object read on the client to infer the dtypes; the sample grows to the
+        end of its last line, and further until it holds a complete row (as in dask).
     sample_rows : int, optional
         Rows of the sample used for inference (default: every whole line of the sample).
     enforce : bool
@@ -199,53 +197,23 @@ def _header_row(kwargs: dict[str, Any]) -> int:
 def _head(
     storage: Storage, rng: partition.ByteRange, sample: int, sample_rows: int | None, kwargs: dict[str, Any]
 ) -> pd.DataFrame:
-    """The first rows of ``rng``'s object, parsed with ``kwargs``: the dtypes of the partitions."""
-    data, complete = _sample(storage, rng, sample)
-    if not complete:
-        end = data.rfind(b"\n")
-        if end < 0 or (rng.header and end < len(rng.header)):
-            raise ValueError(
-                f"the sample of {sample} bytes of {rng.url} holds no complete row: "
-                "increase `sample` in the call to read_csv"
-            )
-        data = data[: end + 1]
+    """The first rows of ``rng``'s object, parsed with ``kwargs``: the dtypes of the partitions.
+
+    The sample is ``sample`` bytes, grown to a line end and on until it holds a complete row
+    (:func:`~dask_faas.partition.read_sample`), however long the first rows are.
+    """
+    data, whole = partition.read_sample(storage, rng, sample)
     head_kwargs = {k: v for k, v in kwargs.items() if k not in ("skipfooter",)}
     if head_kwargs.get("engine") == "pyarrow":
         head_kwargs["engine"] = "c"
     if sample_rows is not None:
         head_kwargs["nrows"] = sample_rows
-    if complete and kwargs.get("skipfooter"):
+    if whole and kwargs.get("skipfooter"):
         head_kwargs["skipfooter"] = kwargs["skipfooter"]
     try:
         return pd.read_csv(io.BytesIO(data), **head_kwargs)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{rng.url} holds no columns to infer the dtypes from: {exc}") from exc
-
-
-def _sample(storage: Storage, rng: partition.ByteRange, sample: int) -> tuple[bytes, bool]:
-    """Up to ``sample`` (decompressed) bytes of the start of ``rng``'s object; True if that is all.
-
-    Compressed formats without an incremental decoder here (zstd) are read whole.
-    """
-    raw = storage.get(rng.key, 0, sample)
-    whole = len(raw) >= rng.size
-    if not rng.compression:
-        return raw, whole
-    decompressor = _decompressor(rng.compression)
-    if decompressor is None:  # no incremental decoder for this format: read the first range
-        return partition.read_range(storage, rng), True
-    data = decompressor(raw, sample)
-    return data, whole and len(data) < sample
-
-
-def _decompressor(compression: str) -> Callable[[bytes, int], bytes] | None:
-    if compression == "gzip":
-        return lambda data, limit: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, limit)
-    if compression == "bz2":
-        return lambda data, limit: bz2.BZ2Decompressor().decompress(data, max_length=limit)
-    if compression in ("xz", "lzma"):
-        return lambda data, limit: lzma.LZMADecompressor().decompress(data, max_length=limit)
-    return None
 
 
 class CSVReader:

@@ -3,7 +3,8 @@
 Planning (client side) touches only LIST/HEAD requests, plus one small sample per object for the
 header: a URL, a glob or a list of keys becomes :class:`ObjectInfo` records, and those become
 :class:`ByteRange` partitions of about ``blocksize`` bytes each. Reading them (function side:
-:func:`read_range`, :func:`iter_lines`) lives in :mod:`dask_faas.ranges` and is re-exported here.
+:func:`read_range`, :func:`iter_lines`) and the dtype sample (:func:`read_sample`) live in
+:mod:`dask_faas.ranges` and are re-exported here.
 
 URLs: ``s3://bucket/key-or-prefix-or-glob`` and ``cos://...`` (the same S3-compatible protocol), and
 local paths (``/dir/*.csv``, ``file:///dir/*.csv``). In a glob ``*`` does not cross ``/`` and ``**``
@@ -32,7 +33,15 @@ from typing import Any
 from .backends.storage import Storage
 from .backends.storage.local import LocalStorage
 from .exceptions import ConfigError
-from .ranges import ByteRange, first_line, iter_lines, quote_options, read_range, zstd_decompressor
+from .ranges import (
+    ByteRange,
+    first_line,
+    iter_lines,
+    quote_options,
+    read_range,
+    read_sample,
+    zstd_decompressor,
+)
 
 __all__ = [
     "ByteRange",
@@ -42,6 +51,7 @@ __all__ = [
     "plan",
     "quote_options",
     "read_range",
+    "read_sample",
     "s3_storage",
 ]
 

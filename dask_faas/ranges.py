@@ -30,7 +30,7 @@ from typing import Any
 
 from .backends.storage import Storage
 
-__all__ = ["ByteRange", "iter_lines", "quote_options", "read_range"]
+__all__ = ["ByteRange", "iter_lines", "quote_options", "read_range", "read_sample"]
 
 #: The largest GET when a long line is completed (the read-ahead doubles up to this).
 MAX_CHUNK = 64 * 2**20
@@ -168,6 +168,60 @@ def first_line(storage: Storage, key: str, compression: str | None, sample_bytes
         if newline >= 0:
             break
     return b"".join(parts)
+
+
+def read_sample(storage: Storage, rng: ByteRange, sample_bytes: int) -> tuple[bytes, bool]:
+    """The start of ``rng``'s object (decompressed) for inferring dtypes, and whether it is all of it.
+
+    At least ``sample_bytes`` are read, and more until the sample ends at a line end and holds a
+    complete row after ``rng.header``: a line ending in ``b"\\n"`` with something other than spaces,
+    tabs and ``b"\\r"`` (pandas skips the others as blank). It grows with ranged GETs of
+    ``sample_bytes``, then doubling up to :data:`MAX_CHUNK`, bounded only by the object's end (as
+    :func:`dask.dataframe.read_csv`'s sample grows to the next line end).
+
+    Parameters
+    ----------
+    storage : Storage
+        Where the object is.
+    rng : ByteRange
+        Any range of the object: its ``key``, ``size``, ``compression`` and ``header`` are used.
+    sample_bytes : int
+        The least number of bytes of the sample (``>= 1``).
+
+    Returns
+    -------
+    sample : bytes
+        A prefix of the object made of whole lines (the object itself if it has no such row).
+    whole : bool
+        True if the sample is the whole object.
+    """
+    if sample_bytes < 1:
+        raise ValueError(f"sample_bytes must be >= 1, got {sample_bytes}")
+    chunks = raw_chunks(storage, rng.key, 0, sample_bytes, sample_bytes, MAX_CHUNK)
+    stream = decompressed(chunks, rng.compression, strict=False) if rng.compression else chunks
+    buffer = bytearray()
+    line_start, row_end = len(rng.header), -1  # the start of the next line to look at for a row
+    for chunk in stream:
+        buffer += chunk
+        while row_end < 0:
+            newline = buffer.find(b"\n", line_start)
+            if newline < 0:
+                break
+            if buffer[line_start:newline].strip(b" \t\r"):
+                row_end = newline + 1
+            line_start = newline + 1
+        if row_end < 0:
+            continue
+        newline = buffer.find(b"\n", max(sample_bytes - 1, row_end - 1))
+        if newline < 0:
+            continue
+        cut = newline + 1
+        if cut < len(buffer):
+            return bytes(buffer[:cut]), False
+        if not rng.compression:
+            return bytes(buffer), cut >= rng.size
+        return bytes(buffer), next(stream, None) is None  # a compressed stream may hold more
+    return bytes(buffer), True
 
 
 # -- quoted line breaks ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,7 +100,8 @@ def client_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, in
 
 
 def data_bytes(reads: list[tuple[str, int]], prefix: str) -> int:
-    return sum(n for key, n in reads if key.startswith(prefix))
+    """Bytes read from the data objects ``d<i>.csv`` (keys below ``prefix``, or the root for local data)."""
+    return sum(n for key, n in reads if re.fullmatch(r"d\d+\.csv", key.removeprefix(prefix)))
 
 
 def test_filter_groupby_equals_pandas_and_the_client_reads_only_samples(data, client_reads):
@@ -110,8 +112,9 @@ def test_filter_groupby_equals_pandas_and_the_client_reads_only_samples(data, cl
     df = data.read_csv("data/*.csv", blocksize=10_000, sample=sample)
     built = data_bytes(client_reads, "data/")
     assert df.npartitions >= 4 * N_OBJECTS
-    # the header of each object (one small GET each) and one dtype sample of the first object
-    assert built <= N_OBJECTS * fd._HEADER_SAMPLE + sample < total_size / 2
+    # the header of each object (one small GET each) and one dtype sample of the first object, which
+    # one more GET of `sample` bytes at most completes to a line end
+    assert sample < built <= N_OBJECTS * fd._HEADER_SAMPLE + 2 * sample < total_size / 2
 
     with dask_faas.enable(data.executor):  # the task shuffle of a many-partition groupby-agg
         result = df[df.x > 0].groupby("key").agg({"y": "sum", "x": "mean"}).compute()
@@ -225,6 +228,22 @@ def test_partitions_without_lines_and_small_blocks(tmp_path):
         assert df.npartitions > 5
         result = df.compute()
         assert result["a"].tolist() == [1, 2] and str(df.dtypes["a"]) == "int64"
+
+
+@pytest.mark.parametrize("eol, final", [("\n", True), ("\r\n", False)], ids=["lf", "crlf-no-final-newline"])
+def test_first_data_row_longer_than_the_sample(executor, storage_root, eol, final):
+    """dask.dataframe.read_csv reads it (its sample grows to a line end): so must we, for any blocksize."""
+    rows = [f"0,{'w' * 300_000},0.5", *(f"{i},t{i % 7},{i / 4}" for i in range(1, 3_000))]
+    text = eol.join(["id,text,x", *rows]) + (eol if final else "")
+    storage = LocalStorage(storage_root.parent / "data")
+    storage.put("long/first.csv", text.encode())
+    path = f"{storage.root}/long/first.csv"
+    expected = pd.read_csv(path)
+    for blocksize in (50_000, 400_000, None):
+        df = fd.read_csv(path, blocksize=blocksize)  # the default sample: 65536 bytes
+        assert list(df.dtypes.astype(str)[["id", "x"]]) == ["int64", "float64"]
+        result = df.compute(scheduler=executor)
+        pd.testing.assert_frame_equal(result.reset_index(drop=True), expected, check_dtype=False)
 
 
 def test_missing_buckets_and_empty_matches_name_the_url(s3_endpoint, storage_root):

@@ -35,6 +35,7 @@ from dask_faas.partition import (
     plan,
     quote_options,
     read_range,
+    read_sample,
 )
 
 HEADER = b"id,name,city\n"
@@ -106,6 +107,8 @@ def csv_objects(draw: st.DrawFn) -> bytes:
     ncols = draw(st.integers(1, 4))
     rows = [[f"c{i}" for i in range(ncols)]]
     rows += draw(st.lists(st.lists(CELL, min_size=ncols, max_size=ncols), max_size=12))
+    if len(rows) > 1 and draw(st.booleans()):  # a first data row longer than most samples
+        rows[1][0] = "x" * draw(st.integers(50, 1500)) + rows[1][0]
     eol = draw(st.sampled_from(["\n", "\r\n"]))
     text = eol.join(",".join(row) for row in rows) + (eol if draw(st.booleans()) else "")
     return text.encode()
@@ -116,6 +119,18 @@ def prop_storage(tmp_path_factory: pytest.TempPathFactory) -> LocalStorage:
     return LocalStorage(tmp_path_factory.mktemp("property"))
 
 
+def expected_sample(data: bytes, header: bytes, sample: int) -> bytes:
+    """The shortest prefix of whole lines of ``data`` with at least ``sample`` bytes that holds a
+    complete line with a value after the header's line; ``data`` itself when there is none."""
+    prefix, row = b"", False
+    for number, line in enumerate(re.findall(rb"[^\n]*\n|[^\n]+$", data)):
+        prefix += line
+        row = row or (number >= bool(header) and line.endswith(b"\n") and bool(line.strip(b" \t\r\n")))
+        if row and len(prefix) >= sample:
+            return prefix
+    return data
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=csv_objects(), blocks=st.data(), read_ahead=st.sampled_from([1, 2, 5, 64, 1 << 20]))
 def test_ranges_join_to_the_whole_object(
@@ -124,8 +139,16 @@ def test_ranges_join_to_the_whole_object(
     prop_storage.put("obj.csv", data)
     objects = [ObjectInfo("obj.csv", "obj.csv", len(data))]
     blocksize = blocks.draw(st.integers(1, len(data) + 20), label="blocksize")
-    ranges = plan(prop_storage, objects, blocksize)
+    sample = blocks.draw(st.integers(1, len(data) + 20), label="sample")
+    ranges = plan(prop_storage, objects, blocksize, sample_bytes=sample)
     assert_exact(prop_storage, ranges, data, read_ahead=read_ahead)
+    # the dtype sample: grown past ``sample`` to a line end, and on until it holds a row
+    head, whole = read_sample(prop_storage, ranges[0], sample)
+    assert head == expected_sample(data, ranges[0].header, sample)
+    assert whole == (head == data)
+    rows = parse(head)
+    pd.testing.assert_frame_equal(rows, parse(data).iloc[: len(rows)])
+    assert len(rows) >= min(1, len(parse(data)))
 
 
 # -- named cases -------------------------------------------------------------------------------
@@ -212,6 +235,28 @@ def test_header_longer_than_sample(tmp_path: Path) -> None:
     assert_exact(storage, ranges, data)
 
 
+@pytest.mark.parametrize("compression", [None, "gzip", "bz2", "xz"])
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_sample_grows_to_hold_a_first_row_longer_than_it(
+    tmp_path: Path, compression: str | None, eol: bytes
+) -> None:
+    long_row = b"1," + b"y" * 300_000 + eol
+    data = b"a,b" + eol + long_row + (b"2,z" + eol) * 1000
+    suffix, compress = COMPRESSORS[compression] if compression else ("", bytes)
+    path = put(tmp_path, f"long.csv{suffix}", compress(data))
+    storage, objects = discover(path)
+    (rng, *_) = plan(storage, objects, 100_000, sample_bytes=64)
+    head, whole = read_sample(storage, rng, 65536)
+    assert (head, whole) == (data[: len(b"a,b" + eol + long_row)], False)
+    head, whole = read_sample(storage, rng, len(data) - 1)  # the last line completes it: the whole object
+    assert (head, whole) == (data, True)
+    tail = put(tmp_path, f"tail.csv{suffix}", compress(data[: len(b"a,b" + eol) + len(long_row) - len(eol)]))
+    storage, objects = discover(tail)
+    (rng, *_) = plan(storage, objects, None, sample_bytes=64)
+    head, whole = read_sample(storage, rng, 10)  # no final newline: the object is the only row
+    assert whole and head == b"a,b" + eol + long_row[: -len(eol)]
+
+
 class CountingStorage(LocalStorage):
     """Local storage that records every GET."""
 
@@ -223,6 +268,17 @@ class CountingStorage(LocalStorage):
         data = super().get(key, start, end)
         self.calls.append((key, start, end, len(data)))
         return data
+
+
+def test_sample_grows_in_doubling_gets(tmp_path: Path) -> None:
+    data = b"a\n" + b"x" * 300_000 + b"\n2\n"
+    put(tmp_path, "long.csv", data)
+    storage = CountingStorage(tmp_path)
+    (rng,) = plan(storage, [ObjectInfo("long.csv", "long.csv", len(data))], None)
+    storage.calls.clear()
+    assert read_sample(storage, rng, 1000) == (data[:-2], False)
+    assert [end - start for _, start, end, _ in storage.calls][:5] == [1000, 1000, 2000, 4000, 8000]
+    assert len(storage.calls) <= 10
 
 
 def test_plan_reads_only_the_header_samples(tmp_path: Path) -> None:
