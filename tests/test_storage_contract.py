@@ -248,21 +248,32 @@ class StorageContract:
 
     # -- reaching the same storage from elsewhere -----------------------------------------------
 
-    def test_locator_round_trip(self, storage: Storage) -> None:
+    def test_locator_or_a_process_local_error(self, storage: Storage) -> None:
+        """Every storage states its locator; only a process-local one has none, and says why."""
+        assert {"locator", "location"} <= Storage.__abstractmethods__
+        assert isinstance(storage.location, str)
         if storage.process_local:
-            with pytest.raises(NotImplementedError):
+            with pytest.raises(NotImplementedError, match=rf"{storage.name} storage .* this process only"):
                 storage.locator()
-            pytest.skip(f"{storage.name} storage is process-local")
+            assert f"{id(storage):#x}" in repr(storage)
+            return
         locator = storage.locator()
         assert locator["backend"] == storage.name
         assert json.loads(json.dumps(locator)) == locator
         assert not CREDENTIAL_NAMES & {k.lower() for k in locator}
         assert not SECRETS & {str(v) for v in locator.values()}
         assert "testing" not in repr(storage)
+        assert storage.location and storage.location in repr(storage)
+
+    def test_locator_round_trip(self, storage: Storage) -> None:
+        if storage.process_local:
+            pytest.skip(f"{storage.name} storage has no locator (test_locator_or_a_process_local_error)")
+        locator = storage.locator()
         storage.put("loc/obj", b"shared")
         other = storage_from_locator(locator)
         try:
             assert type(other) is type(storage)
+            assert other.location == storage.location
             assert other.get("loc/obj") == b"shared"
             other.put("loc/back", b"hello")
             assert storage.get("loc/back") == b"hello"
@@ -274,6 +285,29 @@ class StorageContract:
 
     def test_registered_under_its_name(self, storage: Storage) -> None:
         assert registry.load(storage.name) is type(storage)
+
+
+def test_an_implementation_without_locator_and_location_cannot_be_made() -> None:
+    class OnlyPrimitives(Storage):
+        name = "only-primitives"
+
+        def put(self, key, data):
+            pass
+
+        def get(self, key, start=None, end=None):
+            return b""
+
+        def size(self, key):
+            return 0
+
+        def list(self, prefix=""):
+            return iter(())
+
+        def delete(self, keys):
+            pass
+
+    with pytest.raises(TypeError, match=r"abstract methods? .*location.*locator|locator.*location"):
+        OnlyPrimitives()
 
 
 class ValidatesKeys:
@@ -327,6 +361,9 @@ class TestLocalStorage(StorageContract, ValidatesKeys):
         with pytest.raises(ConfigError, match=r"faas\.local-storage\.root"):
             LocalStorage(tmp_path / "file" / "root").check()
 
+    def test_location_is_the_root(self, storage: LocalStorage, tmp_path) -> None:
+        assert storage.location == storage.root == str(tmp_path / "root")
+
     def test_default_root(self) -> None:
         assert LocalStorage().root.endswith("dask-faas-storage")
         assert os.path.isabs(LocalStorage("relative").root)
@@ -336,6 +373,9 @@ class TestMemoryStorage(StorageContract, ValidatesKeys):
     @pytest.fixture
     def storage(self) -> MemoryStorage:
         return MemoryStorage()
+
+    def test_location_is_empty(self, storage: MemoryStorage) -> None:
+        assert storage.location == ""
 
 
 class TestS3Storage(StorageContract):
@@ -360,6 +400,9 @@ class TestS3Storage(StorageContract):
         assert storage.get("mp/obj", 5 * 2**20 - 3, 5 * 2**20 + 3) == data[5 * 2**20 - 3 :][:6]
         etag = storage._client.head_object(Bucket=storage.bucket, Key="mp/obj")["ETag"]
         assert etag.strip('"').endswith("-3")  # three parts
+
+    def test_location_is_the_bucket(self, storage, s3_bucket) -> None:
+        assert storage.location == storage.bucket == s3_bucket
 
     def test_deployment_environment_has_the_credentials(self, storage) -> None:
         assert storage.deployment_environment() == {

@@ -1,9 +1,10 @@
 """The storage seam: the only state that the client and its functions share.
 
-A :class:`Storage` is one flat namespace of keys (a bucket, a directory). Implementations provide
-five primitives -- :meth:`~Storage.put`, :meth:`~Storage.get` (with an optional byte range),
-:meth:`~Storage.size`, :meth:`~Storage.list` and :meth:`~Storage.delete` -- and everything else
-(:meth:`~Storage.exists`, :meth:`~Storage.delete_prefix`) is built on them.
+A :class:`Storage` is one flat namespace of keys in one container (a bucket, a directory), named by
+:attr:`~Storage.location`. Implementations provide five primitives -- :meth:`~Storage.put`,
+:meth:`~Storage.get` (with an optional byte range), :meth:`~Storage.size`, :meth:`~Storage.list` and
+:meth:`~Storage.delete` -- plus :meth:`~Storage.locator` and :attr:`~Storage.location`; everything
+else (:meth:`~Storage.exists`, :meth:`~Storage.delete_prefix`) is built on them.
 
 Errors are builtins: a missing object raises ``FileNotFoundError``, refused credentials
 ``PermissionError``, a missing bucket or root :class:`~dask_faas.exceptions.ConfigError` from
@@ -12,7 +13,12 @@ Errors are builtins: a missing object raises ``FileNotFoundError``, refused cred
 A function never receives credentials: the client sends :meth:`~Storage.locator` (where the data
 lives) and the function rebuilds the storage with :meth:`~Storage.from_locator`, taking credentials
 from its own environment (its platform identity, or the variables of
-:meth:`~Storage.deployment_environment` that a deployment sets once).
+:meth:`~Storage.deployment_environment` that a deployment sets once). The one exception is a storage
+whose :attr:`~Storage.process_local` is true (``memory``): its data lives in one process, so it has
+no locator, and its :meth:`~Storage.locator` raises ``NotImplementedError`` saying so.
+
+Keys that a directory can hold are checked by :func:`check_key` (the local and memory storages use
+it; S3 accepts whatever S3 accepts); byte ranges by :func:`check_range` (every storage).
 """
 
 from __future__ import annotations
@@ -21,16 +27,62 @@ import abc
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
-__all__ = ["Storage"]
+__all__ = ["TMP_PREFIX", "Storage", "check_key", "check_range"]
+
+#: Key segments starting with this are temporary files of a local write in progress: never a key.
+TMP_PREFIX = ".tmp-"
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid storage key, else raise ``ValueError`` naming it.
+
+    A key is ``/``-separated segments, none of them empty, ``"."``, ``".."`` or starting with
+    :data:`TMP_PREFIX`, without backslashes or NUL characters.
+
+    Raises
+    ------
+    TypeError
+        If ``key`` is not a ``str``.
+    ValueError
+        Naming the key and what is wrong with it.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"storage key must be a str, not {type(key).__name__}: {key!r}")
+    if not key:
+        raise ValueError("invalid storage key '': keys must not be empty")
+    if "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid storage key {key!r}: backslashes and NUL are not allowed")
+    if key.startswith("/"):
+        raise ValueError(f"invalid storage key {key!r}: keys must not start with '/'")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or segment.startswith(TMP_PREFIX):
+            raise ValueError(
+                f"invalid storage key {key!r}: segment {segment!r} is empty, '.', '..' "
+                f"or starts with {TMP_PREFIX!r}"
+            )
+    return key
+
+
+def check_range(start: int | None, end: int | None) -> None:
+    """Raise ``ValueError`` for a negative ``start`` or ``end`` (ranges are absolute offsets)."""
+    if (start is not None and start < 0) or (end is not None and end < 0):
+        raise ValueError(f"byte range must not be negative, got start={start} end={end}")
 
 
 class Storage(abc.ABC):
-    """Abstract object storage: put / get(range) / size / list / delete."""
+    """Abstract object storage: put / get(range) / size / list / delete, locator and location."""
 
     #: Registry name of the implementation (``"s3"``, ``"local"``, ``"memory"``).
     name: ClassVar[str]
-    #: True when the data lives in this process only, so functions in other processes cannot see it.
+    #: True when the data lives in this process only, so functions in other processes cannot see it;
+    #: such a storage has no :meth:`locator`.
     process_local: ClassVar[bool] = False
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """The name of the container: the bucket of S3 storage, the absolute root directory of local
+        storage, ``""`` for memory storage (it has none). Keys are relative to it."""
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes | memoryview) -> None:
@@ -84,9 +136,19 @@ class Storage(abc.ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Fail early, naming the setting, if the storage is unreachable or refuses access."""
 
+    @abc.abstractmethod
     def locator(self) -> dict[str, Any]:
-        """Where the data lives, without any credential: sent to functions in payloads."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be reached from other processes")
+        """Where the data lives, without any credential: sent to functions in payloads.
+
+        A JSON-serializable dict whose ``"backend"`` is the registry name of the implementation
+        and whose other items :meth:`from_locator` takes.
+
+        Raises
+        ------
+        NotImplementedError
+            For a :attr:`process_local` storage only, saying that it cannot be reached from
+            other processes.
+        """
 
     @classmethod
     def from_locator(cls, locator: dict[str, Any]) -> Storage:
@@ -108,6 +170,7 @@ class Storage(abc.ABC):
         return f"<{type(self).__name__} {self.locator_repr()}>"
 
     def locator_repr(self) -> str:
+        """The locator's items (without ``backend``) as ``name=value`` text, for :func:`repr`."""
         try:
             return " ".join(f"{k}={v!r}" for k, v in self.locator().items() if k != "backend")
         except NotImplementedError:

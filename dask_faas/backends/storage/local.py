@@ -2,7 +2,8 @@
 
 Key ``"a/b/c"`` is the file ``root/a/b/c``. Writes are atomic (a hidden temporary file in the same
 directory, then :func:`os.replace`), and deleting the last key of a directory removes the directory,
-so nothing is left behind.
+so nothing is left behind. Keys are checked by :func:`~dask_faas.backends.storage.base.check_key`;
+temporary files start with :data:`~dask_faas.backends.storage.base.TMP_PREFIX` and are never listed.
 """
 
 from __future__ import annotations
@@ -17,46 +18,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ...exceptions import ConfigError
-from .base import Storage
+from .base import TMP_PREFIX, Storage, check_key, check_range
 
-__all__ = ["LocalStorage", "check_key"]
+__all__ = ["LocalStorage"]
 
-#: Names starting with this are temporary files of a write in progress; ``list`` never shows them.
-TMP_PREFIX = ".tmp-"
 _SETTING = "faas.local-storage.root"
-
-
-def check_key(key: str) -> str:
-    """Return ``key`` if it is a valid storage key, else raise ``ValueError`` naming it.
-
-    A key is ``/``-separated segments, none of them empty, ``"."``, ``".."`` or a temporary name,
-    without backslashes or NUL characters.
-    """
-    if not isinstance(key, str):
-        raise TypeError(f"storage key must be a str, not {type(key).__name__}: {key!r}")
-    if not key:
-        raise ValueError("invalid storage key '': keys must not be empty")
-    if "\\" in key or "\x00" in key:
-        raise ValueError(f"invalid storage key {key!r}: backslashes and NUL are not allowed")
-    if key.startswith("/"):
-        raise ValueError(f"invalid storage key {key!r}: keys must not start with '/'")
-    for segment in key.split("/"):
-        if segment in ("", ".", "..") or segment.startswith(TMP_PREFIX):
-            raise ValueError(
-                f"invalid storage key {key!r}: segment {segment!r} is empty, '.', '..' "
-                f"or starts with {TMP_PREFIX!r}"
-            )
-    return key
 
 
 def _missing(key: str, where: str) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, f"No such key in {where}", key)
-
-
-def check_range(start: int | None, end: int | None) -> None:
-    """Raise ``ValueError`` for a negative ``start`` or ``end`` (ranges are absolute offsets)."""
-    if (start is not None and start < 0) or (end is not None and end < 0):
-        raise ValueError(f"byte range must not be negative, got start={start} end={end}")
 
 
 class LocalStorage(Storage):
@@ -75,6 +45,11 @@ class LocalStorage(Storage):
         if root is None:
             root = os.path.join(tempfile.gettempdir(), "dask-faas-storage")
         self.root = os.path.abspath(os.fspath(root))
+
+    @property
+    def location(self) -> str:
+        """The absolute root directory (the same as :attr:`root`)."""
+        return self.root
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *check_key(key).split("/"))

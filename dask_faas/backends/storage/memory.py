@@ -1,7 +1,9 @@
 """Storage in a dict of this process: for tests and for functions that run in-process.
 
-Keys follow the rules of :class:`~dask_faas.backends.storage.local.LocalStorage`, so code tested
-against memory storage also runs against a directory.
+Keys follow the rules of :class:`~dask_faas.backends.storage.local.LocalStorage`
+(:func:`~dask_faas.backends.storage.base.check_key`), so code tested against memory storage also runs
+against a directory. The data lives in this process only (``process_local``): memory storage has no
+locator, so functions in other processes cannot be given it.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Iterable, Iterator
+from typing import Any
 
-from .base import Storage
-from .local import check_key, check_range
+from .base import Storage, check_key, check_range
 
 __all__ = ["MemoryStorage"]
 
@@ -25,6 +27,24 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        """``""``: memory storage has no container name."""
+        return ""
+
+    def locator(self) -> dict[str, Any]:
+        """Memory storage has no locator: its data lives in this process only.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, naming the storage and why; use ``local`` or ``s3`` storage for functions.
+        """
+        raise NotImplementedError(
+            f"memory storage at {id(self):#x} lives in this process only, so functions in other "
+            "processes cannot reach it: it has no locator (use 'local' or 's3' storage)"
+        )
 
     def _read(self, key: str) -> bytes:
         with self._lock:

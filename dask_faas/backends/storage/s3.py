@@ -21,8 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ...exceptions import ConfigError
-from .base import Storage
-from .local import check_range
+from .base import Storage, check_range
 
 __all__ = ["S3Storage"]
 
@@ -93,6 +92,11 @@ class S3Storage(Storage):
         self._client_kwargs = dict(client_kwargs or {})
         self._max_pool_connections = max_pool_connections
         self._client = self._make_client(retries={"max_attempts": 8, "mode": "standard"})
+
+    @property
+    def location(self) -> str:
+        """The bucket (the same as :attr:`bucket`)."""
+        return self.bucket
 
     def _make_client(self, **config: Any) -> Any:
         kwargs = {"endpoint_url": self.endpoint_url, "region_name": self.region_name}
