@@ -24,6 +24,7 @@ import dask_faas.compat as lithops
 from dask_faas.backends.storage import Storage
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.compat._objects import _IterStream
+from dask_faas.compat._storage import StorageClient, boto3_client, bucket_of
 
 LINES = 300
 
@@ -280,6 +281,15 @@ def test_the_package_exports_its_names_and_imports_neither_dask_nor_pandas():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_the_facade_names_containers_and_hands_out_boto3_clients_of_s3_storage_only(s3_storage, local_data):
+    assert bucket_of(s3_storage) == s3_storage.bucket and bucket_of(local_data) == local_data.root
+    assert boto3_client(s3_storage) is s3_storage.client
+    with pytest.raises(TypeError, match="needs S3 storage"):
+        boto3_client(local_data)
+    assert StorageClient(local_data).bucket == local_data.root
+    assert StorageClient(s3_storage).get_client() is s3_storage.client
 
 
 def test_data_stream_joins_its_pieces_in_small_and_whole_reads():

@@ -398,7 +398,7 @@ class TestS3Storage(StorageContract):
         storage.put("mp/obj", memoryview(data))
         assert storage.get("mp/obj") == data
         assert storage.get("mp/obj", 5 * 2**20 - 3, 5 * 2**20 + 3) == data[5 * 2**20 - 3 :][:6]
-        etag = storage._client.head_object(Bucket=storage.bucket, Key="mp/obj")["ETag"]
+        etag = storage.client.head_object(Bucket=storage.bucket, Key="mp/obj")["ETag"]
         assert etag.strip('"').endswith("-3")  # three parts
 
     def test_location_is_the_bucket(self, storage, s3_bucket) -> None:
@@ -442,6 +442,21 @@ class TestS3Storage(StorageContract):
                 storage.check()
             with pytest.raises(ConnectionError, match=r"faas\.s3\.endpoint-url"):
                 storage.size("k")
+        finally:
+            storage.close()
+
+    def test_no_credentials(self, s3_endpoint, s3_bucket, monkeypatch) -> None:
+        from dask_faas.backends.storage.s3 import S3Storage
+
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance identity on loopback
+        storage = S3Storage(s3_bucket, s3_endpoint, "us-east-1")
+        try:
+            with pytest.raises(PermissionError, match=rf"faas\.s3\.key.*s3://{s3_bucket}/some/key"):
+                storage.get("some/key")
+            with pytest.raises(PermissionError, match=rf"s3://{s3_bucket}"):
+                list(storage.list())
         finally:
             storage.close()
 

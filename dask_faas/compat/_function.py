@@ -53,7 +53,7 @@ class UserFunction:
         obj = data.get("obj")
         if isinstance(obj, Chunk):
             data["obj"] = obj = CloudObject(obj)
-            locators = [*locators, obj._chunk.rng.locator]
+            locators = [*locators, obj.locator]
         try:
             job_storage = worker.current().storage
         except RuntimeError:  # not in a function (a local executor): the data's own storage
@@ -62,7 +62,7 @@ class UserFunction:
             data["storage"] = StorageClient(job_storage, locators)
         for name in ("ibm_cos", "boto3_client"):
             if name in self.params:
-                source = storage_from_locator(obj._chunk.rng.locator) if obj is not None else job_storage
+                source = storage_from_locator(obj.locator) if obj is not None else job_storage
                 data[name] = boto3_client(source)
         if "id" in self.params:
             data["id"] = call_id

@@ -101,7 +101,7 @@ def _url(obj: Any, storage: Storage) -> str:
         return url
     if storage.name in ("s3", "cos"):
         return f"s3://{url}"
-    return os.path.join(getattr(storage, "root", ""), url)
+    return os.path.join(storage.location, url)
 
 
 def _ranges(
@@ -141,6 +141,8 @@ class CloudObject:
         First and last byte (inclusive) of the chunk as planned; lines are completed past it.
     chunk_size, part, total_parts, newline
         Planned size of the chunk, its number (from 1) and the object's number of chunks.
+    locator : dict
+        The locator of the storage holding the object.
     data_stream : file-like
         The chunk's bytes, streamed: whole lines (``newline="\\n"``), exact bytes (``None``), or the
         whole raw object when it is not chunked.
@@ -167,6 +169,11 @@ class CloudObject:
         if self._stream is None:
             self._stream = io.BufferedReader(_IterStream(self._pieces()), buffer_size=1 << 16)
         return self._stream
+
+    @property
+    def locator(self) -> dict[str, Any]:
+        """The locator of the storage holding the object (no credentials)."""
+        return self._chunk.rng.locator
 
     def read(self, n: int = -1) -> bytes:
         """Read from :attr:`data_stream`."""

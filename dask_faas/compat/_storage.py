@@ -16,8 +16,8 @@ from ..backends.storage import Storage, storage_from_locator
 
 
 def bucket_of(storage: Storage) -> str:
-    """The bucket of an S3 storage, the root directory of a local one."""
-    return getattr(storage, "bucket", None) or getattr(storage, "root", "")
+    """The bucket of an S3 storage, the root directory of a local one (its :attr:`~Storage.location`)."""
+    return storage.location
 
 
 def boto3_client(storage: Storage) -> Any:
@@ -28,10 +28,12 @@ def boto3_client(storage: Storage) -> Any:
     TypeError
         If ``storage`` is not S3 storage.
     """
-    client = getattr(storage, "_client", None)
-    if storage.name not in ("s3", "cos") or client is None:
-        raise TypeError(f"a boto3 client needs S3 storage, not {storage!r}: use the 'storage' argument")
-    return client
+    if storage.name in ("s3", "cos"):
+        from ..backends.storage.s3 import S3Storage  # already imported: ``storage`` is one
+
+        if isinstance(storage, S3Storage):
+            return storage.client
+    raise TypeError(f"a boto3 client needs S3 storage, not {storage!r}: use the 'storage' argument")
 
 
 class StorageClient:
@@ -71,8 +73,8 @@ class StorageClient:
             return self._known.get(bucket or "", self._default)
         if self._s3 is not None:
             return storage_from_locator({**self._s3, "bucket": bucket})
-        root = getattr(self._default, "root", None)
-        return storage_from_locator({"backend": "local", "root": os.path.join(root or "", bucket)})
+        root = os.path.join(self._default.location, bucket)  # local storage: a directory below its root
+        return storage_from_locator({"backend": "local", "root": root})
 
     def get_object(
         self, bucket: str, key: str, stream: bool = False, extra_get_args: dict[str, Any] | None = None

@@ -8,11 +8,12 @@ environment, such as the variables of :meth:`~S3Storage.deployment_environment` 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import boto3
 import botocore.exceptions as bce
@@ -124,35 +125,46 @@ class S3Storage(Storage):
             **kwargs,
         )
 
-    def _error(self, err: Exception, key: str | None = None) -> Exception:
-        """The builtin exception for a botocore error on ``key`` (or on the bucket)."""
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client of this storage (shared: do not close it, :meth:`close` does)."""
+        return self._client
+
+    @contextlib.contextmanager
+    def _errors(self, key: str | None = None) -> Iterator[None]:
+        """Raise botocore errors on ``key`` (or on the bucket) as builtins: the one place that maps them.
+
+        ``FileNotFoundError`` for a missing key or bucket, ``PermissionError`` for missing or refused
+        credentials, ``ConnectionError`` for an unreachable endpoint, each naming the bucket and key
+        and chained to the botocore error; other botocore errors pass unchanged.
+        """
+        try:
+            yield
+        except (bce.BotoCoreError, bce.ClientError) as err:
+            mapped = self._builtin(err, key)
+            if mapped is None:
+                raise
+            raise mapped from err
+
+    def _builtin(self, err: Exception, key: str | None) -> Exception | None:
         where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
         if isinstance(err, _UNREACHABLE):
             return ConnectionError(f"cannot reach {where} ({err}); check faas.s3.endpoint-url")
         if isinstance(err, bce.NoCredentialsError):
-            return PermissionError(f"no credentials for {where}; set {_CREDENTIALS}")
-        if not isinstance(err, bce.ClientError):
-            return err
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code == "NoSuchBucket":
+            return PermissionError(errno.EACCES, f"no credentials; set {_CREDENTIALS}", where)
+        code = _code(err)
+        if code == "NoSuchBucket" or (code in _MISSING_KEY and key is None):
             return FileNotFoundError(errno.ENOENT, "No such bucket", f"s3://{self.bucket}")
-        if code in _MISSING_KEY and key is not None:
+        if code in _MISSING_KEY:
             return FileNotFoundError(errno.ENOENT, "No such key", where)
         if code in _DENIED:
             return PermissionError(errno.EACCES, f"Access refused ({code}); check {_CREDENTIALS}", where)
-        return err
-
-    def _raise(self, err: Exception, key: str | None = None) -> NoReturn:
-        """Raise the builtin exception for ``err`` (chained to it), or ``err`` itself."""
-        mapped = self._error(err, key)
-        if mapped is err:
-            raise err
-        raise mapped from err
+        return None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         """Write ``data`` under ``key``; in parts above :attr:`multipart_threshold` bytes."""
         body = data if isinstance(data, bytes) else bytes(data)
-        try:
+        with self._errors(key):
             if len(body) <= self.multipart_threshold:
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
             else:
@@ -162,11 +174,11 @@ class S3Storage(Storage):
                     max_concurrency=8,
                 )
                 self._client.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=config)
-        except (bce.BotoCoreError, bce.ClientError) as err:
-            self._raise(err, key)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """Read ``key``, or its bytes ``[start, end)`` with a ``Range`` request.
+
+        A response whose body breaks off while streaming is requested again (3 attempts).
 
         Raises
         ------
@@ -182,58 +194,51 @@ class S3Storage(Storage):
             if end is not None and end <= first:
                 return b""
             kwargs["Range"] = f"bytes={first}-" if end is None else f"bytes={first}-{end - 1}"
-        for attempt in range(3):
-            try:
-                response = self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
-                with response["Body"] as body:
-                    data = body.read()
-            except _STREAM_ERRORS:
-                if attempt == 2:
+        with self._errors(key):
+            for attempt in range(3):
+                try:
+                    response = self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+                    with response["Body"] as body:
+                        data = body.read()
+                except _STREAM_ERRORS:
+                    if attempt == 2:
+                        raise
+                    continue
+                except bce.ClientError as err:
+                    if _code(err) == "InvalidRange":
+                        return b""  # start at or past the end of the object
                     raise
-                continue
-            except bce.ClientError as err:
-                if err.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return b""  # start at or past the end of the object
-                self._raise(err, key)
-            except bce.BotoCoreError as err:
-                self._raise(err, key)
-            if kwargs and "ContentRange" not in response:  # the server ignored the range
-                data = data[start:end]
-            return data
+                if kwargs and "ContentRange" not in response:  # the server ignored the range
+                    data = data[start:end]
+                return data
         raise AssertionError("unreachable")  # pragma: no cover
 
     def size(self, key: str) -> int:
         """Size of ``key`` in bytes; ``FileNotFoundError`` if missing."""
-        try:
+        with self._errors(key):
             return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
-        except (bce.BotoCoreError, bce.ClientError) as err:
-            self._raise(err, key)
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Yield ``(key, size)`` for every key starting with ``prefix``, in key order."""
         pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        try:
+        with self._errors():
             for page in pages:
                 for obj in page.get("Contents", ()):
                     yield obj["Key"], int(obj["Size"])
-        except (bce.BotoCoreError, bce.ClientError) as err:
-            self._raise(err)
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys`` with ``DeleteObjects`` requests of up to 1000 keys."""
         keys = list(keys)
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
-            try:
+            with self._errors():
                 response = self._client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
                 )
-            except (bce.BotoCoreError, bce.ClientError) as err:
-                self._raise(err)
             for error in response.get("Errors", ()):
                 if error.get("Code") != "NoSuchKey":
-                    fake = bce.ClientError({"Error": error}, "DeleteObjects")
-                    self._raise(fake, error.get("Key"))
+                    with self._errors(error.get("Key")):
+                        raise bce.ClientError({"Error": error}, "DeleteObjects")
 
     def check(self) -> None:
         """Check that the bucket exists and the credentials are accepted (one quick request).
@@ -248,23 +253,19 @@ class S3Storage(Storage):
         """
         client = self._make_client(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=15)
         try:
-            client.head_bucket(Bucket=self.bucket)
-        except bce.ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                raise ConfigError(
-                    f"S3 bucket {self.bucket!r} does not exist"
-                    + (f" at {self.endpoint_url}" if self.endpoint_url else "")
-                    + "; create it or fix the setting faas.s3.bucket"
-                ) from None
-            raise self._error(err) from None
-        except _UNREACHABLE as err:
+            with self._errors():
+                client.head_bucket(Bucket=self.bucket)
+        except FileNotFoundError:
             raise ConfigError(
-                f"cannot reach the S3 endpoint {self.endpoint_url or '(AWS default)'} ({err}); "
+                f"S3 bucket {self.bucket!r} does not exist"
+                + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+                + "; create it or fix the setting faas.s3.bucket"
+            ) from None
+        except ConnectionError as err:
+            raise ConfigError(
+                f"cannot reach the S3 endpoint {self.endpoint_url or '(AWS default)'} ({err.__cause__}); "
                 "check the setting faas.s3.endpoint-url"
             ) from None
-        except bce.BotoCoreError as err:
-            raise self._error(err) from None
         finally:
             client.close()
 
@@ -284,3 +285,10 @@ class S3Storage(Storage):
     def close(self) -> None:
         """Close the HTTP connections of the client."""
         self._client.close()
+
+
+def _code(err: Exception) -> str:
+    """The error code of a botocore ``ClientError`` (``"NoSuchKey"``, ``"403"``), else ``""``."""
+    if not isinstance(err, bce.ClientError):
+        return ""
+    return str(err.response.get("Error", {}).get("Code", ""))
