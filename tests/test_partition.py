@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dask_faas.config  # noqa: F401 - registers the faas.* defaults before any dask.config.set below
-from dask_faas.backends.storage import storage_from_locator
+from dask_faas.backends.storage import close_cached, storage_from_locator
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.exceptions import ConfigError
 from dask_faas.partition import (
@@ -653,4 +653,4 @@ def test_s3_read_ranges_end_to_end(s3_data: dict[str, Any], s3_storage: Any) -> 
             assert len(mine) == (1 if key.endswith(".gz") else -(-len(data) // 40))
             assert_exact(remote, mine, data, read_ahead=8)
     finally:
-        remote.close()
+        close_cached()  # shared by the cache: closed through it

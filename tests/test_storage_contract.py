@@ -12,12 +12,13 @@ import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_faas.backends.storage import Storage, registry, storage_from_locator
+from dask_faas.backends.storage import CACHE_SIZE, Storage, close_cached, registry, storage_from_locator
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.backends.storage.memory import MemoryStorage
 from dask_faas.exceptions import ConfigError
@@ -277,8 +278,9 @@ class StorageContract:
             assert other.get("loc/obj") == b"shared"
             other.put("loc/back", b"hello")
             assert storage.get("loc/back") == b"hello"
+            assert storage_from_locator(dict(locator)) is other  # one per process
         finally:
-            other.close()
+            close_cached()  # the cache's storages are shared: closed by the cache, not by callers
 
     def test_check_passes(self, storage: Storage) -> None:
         storage.check()
@@ -308,6 +310,48 @@ def test_an_implementation_without_locator_and_location_cannot_be_made() -> None
 
     with pytest.raises(TypeError, match=r"abstract methods? .*location.*locator|locator.*location"):
         OnlyPrimitives()
+
+
+class ClosingStorage(LocalStorage):
+    """A third-party storage (registered as plugins are) that records its closes."""
+
+    name = "closing-local"
+    closed: ClassVar[list[str]] = []
+
+    def locator(self) -> dict[str, Any]:
+        return {"backend": self.name, "root": self.root}
+
+    def close(self) -> None:
+        type(self).closed.append(self.root)
+
+
+registry.register(ClosingStorage.name, ClosingStorage)
+
+
+def test_the_storage_cache_is_a_bounded_lru_that_closes_what_it_drops(tmp_path) -> None:
+    close_cached()
+    ClosingStorage.closed.clear()
+    roots = [str(tmp_path / f"r{i}") for i in range(CACHE_SIZE + 2)]
+    locators = [{"backend": ClosingStorage.name, "root": root} for root in roots]
+    try:
+        first = storage_from_locator(locators[0])
+        second = storage_from_locator(locators[1])
+        assert storage_from_locator(dict(locators[0])) is first
+        for locator in locators[2:CACHE_SIZE]:
+            storage_from_locator(locator)
+        assert storage_from_locator(locators[0]) is first  # now the most recently used
+        assert ClosingStorage.closed == []  # full, nothing dropped yet
+        storage_from_locator(locators[CACHE_SIZE])  # one too many: the least recently used goes
+        assert ClosingStorage.closed == [roots[1]]
+        assert storage_from_locator(locators[0]) is first
+        assert storage_from_locator(locators[1]) is not second  # rebuilt, and roots[2] dropped
+        assert ClosingStorage.closed == [roots[1], roots[2]]
+        assert close_cached() == CACHE_SIZE
+        kept = [roots[0], roots[1], *roots[3 : CACHE_SIZE + 1]]
+        assert sorted(ClosingStorage.closed[2:]) == sorted(kept)
+        assert storage_from_locator(locators[0]) is not first  # forgotten: built anew
+    finally:
+        close_cached()
 
 
 class ValidatesKeys:
