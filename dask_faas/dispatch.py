@@ -11,8 +11,10 @@ client. Warnings raised inside the function are issued again here, with the func
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -23,12 +25,14 @@ from typing import Any
 
 from . import protocol, serialize
 from .backends.compute import ComputeBackend, InvokeOptions
-from .exceptions import FunctionTimeoutError, IntegrityError, PayloadTooLargeError
+from .exceptions import FunctionTimeoutError, IntegrityError, InvocationError, PayloadTooLargeError
 from .job import Job
 from .protocol import Invocation, Ref, Response
 from .session import CallOptions, Calls, JobFunction
 
 __all__ = ["Dispatcher", "deadline_grace_s", "longest_call_s"]
+
+logger = logging.getLogger("dask_faas")
 
 
 def deadline_grace_s(timeout_s: float) -> float:
@@ -46,7 +50,8 @@ def longest_call_s(options: CallOptions) -> float:
 
 @dataclass(eq=False)
 class _Call:
-    """One batch of calls (one invocation per attempt)."""
+    """One batch of calls in one invocation, at one attempt (a retry is a copy with the next
+    attempt; ``started`` and the future are shared by every attempt)."""
 
     id: str
     label: str
@@ -103,6 +108,9 @@ class _Deadlines:
         if number is not None:
             with self._cond:
                 self._watched.pop(number, None)
+                if len(self._heap) > 2 * len(self._watched) + 1024:  # drop answered calls' entries
+                    self._heap = [entry for entry in self._heap if entry[1] in self._watched]
+                    heapq.heapify(self._heap)
 
     def _run(self) -> None:
         with self._cond:
@@ -115,6 +123,8 @@ class _Deadlines:
                         self._cond.release()
                         try:
                             self._expire(call)
+                        except Exception:  # the watcher must outlive any one call
+                            logger.exception("dask-faas: failing %s at its deadline", call.describe())
                         finally:
                             self._cond.acquire()
                 self._cond.wait(self._heap[0][0] - now if self._heap else None)
@@ -156,6 +166,8 @@ class Dispatcher:
         self._warned: dict[Any, Any] = {}  # warnings' "once per location" registry
         self.closed = False
         self._stopped = False
+        #: How long a waiter may wait for any call submitted so far (see :func:`longest_call_s`).
+        self.wait_bound_s = longest_call_s(options)
         self.stats = {"calls": 0, "invocations": 0, "retries": 0, "bytes_received": 0}
 
     def submit(
@@ -181,6 +193,7 @@ class Dispatcher:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._futures.add(future)
             self.stats["calls"] += len(calls)
+            self.wait_bound_s = max(self.wait_bound_s, longest_call_s(call.options))
         future.add_done_callback(self._forget)
         try:
             self._invoke(call)
@@ -280,38 +293,63 @@ class Dispatcher:
             if not response.cancelled() and response.exception() is None:
                 self._discard_outputs(call, response.result())
             return
-        if response.cancelled():
+        if response.cancelled():  # the backend closed before sending it
+            if not call.future.cancel():  # a retry's future is already running
+                self._finish(call, exc=InvocationError(f"{call.describe()}: not sent, the backend closed"))
             self._release_args(call)
-            call.future.cancel()
             return
         try:
-            value = self._decode(call, response.result())
+            reply = self._reply(call, response.result())
         except BaseException as exc:
             self._fail(call, exc)
+            return
+        try:
+            value = self._value(call, reply)
+        except BaseException as exc:
+            with contextlib.suppress(Warning):  # the call's own error wins over an escalated warning
+                self._reissue_warnings(reply.warnings)
+            self._fail(call, exc)
+            return
+        try:
+            self._reissue_warnings(reply.warnings)
+        except Warning as escalated:  # a client filter turned a function's warning into an error
+            self._finish(call, exc=escalated)
         else:
-            self._release_args(call)
-            call.future.set_result(value)
+            self._finish(call, value)
+        self._release_args(call)
 
     def _fail(self, call: _Call, exc: BaseException) -> None:
         if call.attempt < call.options.retries and not call.future.done() and not self._stopped:
             self._retry(call)
             return
+        self._finish(call, exc=exc)
         self._release_args(call)
-        if not call.future.done():
+
+    @staticmethod
+    def _finish(call: _Call, value: Any = None, exc: BaseException | None = None) -> None:
+        if call.future.done():
+            return
+        if exc is None:
+            call.future.set_result(value)
+        else:
             call.future.set_exception(exc)
 
-    def _decode(self, call: _Call, sealed: bytes) -> Any:
+    def _reply(self, call: _Call, sealed: bytes) -> Response:
         reply: Response = protocol.unseal(sealed, self._key, what=f"response to {call.describe()}")
         if (reply.call, reply.attempt) != (call.id, call.attempt):
             raise IntegrityError(f"response to {call.describe()} answers call {reply.call} instead")
+        self.count_received(len(sealed))
+        return reply
+
+    def _value(self, call: _Call, reply: Response) -> Any:
+        """The results of ``reply`` (fetched from storage when large), or the function's error."""
         data = reply.value
-        self.count_received(len(sealed) + (data.size if isinstance(data, Ref) else 0))
         if isinstance(data, Ref):
+            self.count_received(data.size)
             try:
                 data = self.job.fetch(data)
             finally:
                 self.job.delete(reply.value)
-        self._reissue_warnings(reply.warnings)
         if not reply.ok:
             raise serialize.loads_error(data)
         results = serialize.loads(data)
@@ -319,7 +357,15 @@ class Dispatcher:
 
     def _reissue_warnings(self, records: bytes) -> None:
         for category, message, filename, lineno in serialize.loads_warnings(records):
-            warnings.warn_explicit(message, category, filename, lineno, registry=self._warned)
+            try:
+                warnings.warn_explicit(message, category, filename, lineno, registry=self._warned)
+            except Warning:
+                raise
+            except Exception:  # a category that cannot be built from a message alone
+                name = f"{category.__module__}.{category.__qualname__}"
+                warnings.warn_explicit(
+                    f"{name}: {message}", UserWarning, filename, lineno, registry=self._warned
+                )
 
     def _discard_outputs(self, call: _Call, sealed: bytes) -> None:
         """A late response of an attempt given up on: delete the result it stored."""
@@ -343,10 +389,15 @@ class Dispatcher:
         try:
             self._invoke(call)
         except BaseException as exc:  # e.g. the pool was closed meanwhile
+            self._finish(call, exc=exc)
             self._release_args(call)
-            if not call.future.done():
-                call.future.set_exception(exc)
 
     def _release_args(self, call: _Call) -> None:
+        """Delete arguments kept in storage (best effort: the job's prefix goes at the end anyway)."""
         if isinstance(call.args, Ref):
-            self.job.delete(call.args)
+            try:
+                self.job.delete(call.args)
+            except Exception:
+                logger.warning(
+                    "dask-faas: could not delete the arguments of %s", call.describe(), exc_info=True
+                )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import logging
 import threading
 import time
 import types
@@ -27,12 +28,14 @@ from . import config, protocol
 from .backends.compute import ComputeBackend
 from .backends.compute import registry as compute_registry
 from .backends.storage import Storage, storage_from_settings
-from .dispatch import Dispatcher, longest_call_s
+from .dispatch import Dispatcher
 from .exceptions import ConfigError
 from .job import Job
 from .session import CallOptions, Session
 
 __all__ = ["CallOptions", "FaasExecutor"]
+
+logger = logging.getLogger("dask_faas")
 
 
 class _Resources:
@@ -123,7 +126,6 @@ class FaasExecutor(cf.Executor):
         backend_obj = backend_cls.from_settings(environment, s)
         self._job = job = Job(storage_obj, key, s["prefix"])
         self._calls = calls = Dispatcher(backend_obj, job, key, inline_limit, options)
-        self._max_workers = backend_obj.concurrency
         #: Counters of this executor: ``calls``, ``invocations``, ``retries``, ``bytes_received``.
         self.stats = calls.stats
         #: The :class:`~dask_faas.scheduler.ComputeReport` of the latest Dask compute.
@@ -235,10 +237,7 @@ class FaasExecutor(cf.Executor):
         """
         futures = self._stop_accepting(cancel_futures)
         if wait:
-            try:
-                _wait_with_deadline(futures, longest_call_s(self.session.options))
-            finally:
-                self._resources.release()
+            self._release_when_done(futures, log=False)
         else:
             threading.Thread(target=self._release_when_done, args=(futures,), daemon=True).start()
 
@@ -282,9 +281,14 @@ class FaasExecutor(cf.Executor):
                 future.cancel()
         return futures
 
-    def _release_when_done(self, futures: list[cf.Future[Any]]) -> None:
+    def _release_when_done(self, futures: list[cf.Future[Any]], log: bool = True) -> None:
+        """Wait for ``futures`` within their deadlines, then release (whatever happened)."""
         try:
-            _wait_with_deadline(futures, longest_call_s(self.session.options))
+            _wait_with_deadline(futures, self._calls.wait_bound_s)
+        except TimeoutError:
+            if not log:
+                raise
+            logger.exception("dask-faas: shutdown(wait=False) released the executor with calls unfinished")
         finally:
             self._resources.release()
 

@@ -24,9 +24,10 @@ def fuse_partitionwise(graph: dict[Hashable, GraphNode], keep: set[Hashable]) ->
     """Fuse each task into its dependents when they all belong to one group of the same partition.
 
     A task joins its dependents' group when it is not in ``keep``, all its dependents are in one
-    group and share its partition index (``key[1:]``), and no task of that group depends on a task
-    outside it that belongs to another partition (or to none: a scalar reduction). Each group
-    becomes one task under the key of its root.
+    group and share its partition index (``key[1:]``), and joining delays it behind nothing of other
+    partitions: every input of the group from outside it must be a task of the same partition that
+    itself depends on no other partition, unless the joining task already does. Each group becomes
+    one task under the key of its root.
 
     Parameters
     ----------
@@ -40,27 +41,34 @@ def fuse_partitionwise(graph: dict[Hashable, GraphNode], keep: set[Hashable]) ->
         for dep in node.dependencies:
             if dep in dependents:
                 dependents[dep].append(key)
+    ordered = list(
+        TopologicalSorter({k: n.dependencies & graph.keys() for k, n in graph.items()}).static_order()
+    )
+    spans = _spans(graph, ordered)
     group: dict[Hashable, Hashable] = {}
-    #: Whether every task of the group (by root) depends only on tasks of the root's partition.
-    local: dict[Hashable, bool] = {}
-    ordered = TopologicalSorter({k: n.dependencies & graph.keys() for k, n in graph.items()}).static_order()
-    for key in reversed(list(ordered)):  # dependents before their dependencies
+    #: Inputs of each group (by root) from outside it.
+    inputs: dict[Hashable, set[Hashable]] = {}
+    for key in reversed(ordered):  # dependents before their dependencies
         node, users = graph[key], dependents[key]
         roots = {group[user] for user in users}
+        root = next(iter(roots)) if len(roots) == 1 else None
         if (
-            key not in keep
-            and len(roots) == 1
+            root is not None
+            and key not in keep
             and isinstance(node, Task)
             and not node.block_fusion
             and isinstance(key, tuple)
             and all(isinstance(user, tuple) and user[1:] == key[1:] for user in users)
-            and local[root := next(iter(roots))]
+            and all(
+                isinstance(dep, tuple) and dep[1:] == key[1:] and (spans[key] or not spans.get(dep, False))
+                for dep in inputs[root] - {key}
+            )
         ):
             group[key] = root
-            local[root] = _depends_on_own_partition(key, node)
+            inputs[root] = (inputs[root] - {key}) | set(node.dependencies)
         else:
             group[key] = key
-            local[key] = _depends_on_own_partition(key, node)
+            inputs[key] = set(node.dependencies)
     members: dict[Hashable, list[GraphNode]] = {}
     for key, root in group.items():
         members.setdefault(root, []).append(graph[key])
@@ -69,8 +77,12 @@ def fuse_partitionwise(graph: dict[Hashable, GraphNode], keep: set[Hashable]) ->
     }
 
 
-def _depends_on_own_partition(key: Hashable, node: GraphNode) -> bool:
-    """True when every dependency of ``node`` is a task of the same partition index as ``key``."""
-    if not isinstance(key, tuple):
-        return False
-    return all(isinstance(dep, tuple) and dep[1:] == key[1:] for dep in node.dependencies)
+def _spans(graph: dict[Hashable, GraphNode], ordered: list[Hashable]) -> dict[Hashable, bool]:
+    """Whether each task depends, directly or not, on another partition (or is no partition's)."""
+    spans: dict[Hashable, bool] = {}
+    for key in ordered:  # dependencies first
+        spans[key] = not isinstance(key, tuple) or any(
+            not isinstance(dep, tuple) or dep[1:] != key[1:] or spans.get(dep, False)
+            for dep in graph[key].dependencies
+        )
+    return spans

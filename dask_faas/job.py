@@ -48,6 +48,22 @@ class Job(SignedStore):
                 self._functions[digest] = ref
         return ref
 
+    def put(self, name: str, data: bytes | memoryview) -> Ref:
+        """Write ``data`` under the job prefix; refused (and nothing left) once the job is closed.
+
+        Raises
+        ------
+        RuntimeError
+            If the job was closed before or during the write.
+        """
+        if self._closed:
+            raise RuntimeError(f"job {self.id} is closed: cannot store {name!r}")
+        ref = super().put(name, data)
+        if self._closed:  # closed while writing: the prefix was deleted before this object landed
+            self.delete(ref)
+            raise RuntimeError(f"job {self.id} was closed while storing {name!r}")
+        return ref
+
     def close(self) -> int:
         """Delete everything under the job prefix (idempotent); return how many objects there were."""
         with self._lock:

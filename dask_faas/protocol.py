@@ -125,7 +125,7 @@ class Response:
     stats : dict
         Measurements of the call: ``pid``, ``seconds``, ``warm`` and so on.
     warnings : bytes
-        The warnings the function raised (:func:`~dask_faas.serialize.dumps_warnings`), issued again
+        The warnings the function raised (:meth:`~dask_faas.serialize.WarningRecorder.dumps`), issued again
         on the client.
     """
 

@@ -17,11 +17,11 @@ import cloudpickle
 from .exceptions import RemoteTraceback, SerializationError
 
 __all__ = [
+    "WarningRecorder",
     "dumps",
     "dumps_arguments",
     "dumps_error",
     "dumps_function",
-    "dumps_warnings",
     "loads",
     "loads_error",
     "loads_warnings",
@@ -128,30 +128,46 @@ def loads_error(data: bytes | memoryview) -> BaseException:
 MAX_WARNINGS = 100
 
 
-def dumps_warnings(caught: Sequence[Any]) -> bytes:
-    """Pickle the warnings a function raised (``warnings.WarningMessage``), once per location.
+class WarningRecorder:
+    """Collects the warnings a function raises, once per ``(category, message, file, line)``.
 
-    Each distinct ``(category, message, filename, lineno)`` is kept once; categories that cannot be
-    pickled travel as ``UserWarning`` with their name in the message.
+    Used as ``warnings.showwarning`` inside a function: memory stays bounded however many times a
+    loop warns, and :meth:`dumps` pickles what the client issues again.
     """
-    if not caught:
-        return b""
-    records: dict[tuple[Any, ...], None] = {}
-    for w in caught:
-        records.setdefault((w.category, str(w.message), w.filename, w.lineno), None)
-    kept = list(records)[:MAX_WARNINGS]
-    if len(records) > MAX_WARNINGS:
-        left = len(records) - MAX_WARNINGS
-        kept.append((RuntimeWarning, f"{left} more distinct warnings in this function", "<dask-faas>", 0))
-    try:
-        return dumps(kept)
-    except Exception:
-        named = [(UserWarning, f"{c.__module__}.{c.__qualname__}: {m}", f, n) for c, m, f, n in kept]
-        return dumps(named)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], None] = {}
+        self._dropped = 0
+
+    def record(self, message: Any, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+        """The ``warnings.showwarning`` signature."""
+        entry = (category, str(message), filename, lineno)
+        if entry in self._seen:
+            return
+        if len(self._seen) < MAX_WARNINGS:
+            self._seen[entry] = None
+        else:
+            self._dropped += 1
+
+    def dumps(self) -> bytes:
+        """The recorded warnings, pickled (``b""`` for none).
+
+        Categories that cannot be pickled travel as ``UserWarning`` with their name in the message.
+        """
+        kept = list(self._seen)
+        if self._dropped:
+            kept.append((RuntimeWarning, f"{self._dropped} more distinct warnings in this function", "", 0))
+        if not kept:
+            return b""
+        try:
+            return dumps(kept)
+        except Exception:
+            named = [(UserWarning, f"{c.__module__}.{c.__qualname__}: {m}", f, n) for c, m, f, n in kept]
+            return dumps(named)
 
 
 def loads_warnings(data: bytes) -> list[tuple[type[Warning], str, str, int]]:
-    """The warnings of :func:`dumps_warnings` (``[]`` for none)."""
+    """The warnings of :meth:`WarningRecorder.dumps` (``[]`` for none)."""
     if not data:
         return []
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .protocol import Ref
@@ -60,14 +60,14 @@ class Session:
         Arguments and results up to this many bytes travel inside messages.
     """
 
-    store: Job
-    settings: Mapping[str, Any]
+    store: Job = field(repr=False)
+    settings: Mapping[str, Any] = field(repr=False)  # holds credentials: never in a repr
     options: CallOptions
     num_workers: int
     inline_limit: int
-    _submit: Callable[..., cf.Future[Any]]
-    _count_received: Callable[[int], None]
-    _closed: Callable[[], bool]
+    _submit: Callable[..., cf.Future[Any]] = field(repr=False)
+    _count_received: Callable[[int], None] = field(repr=False)
+    _closed: Callable[[], bool] = field(repr=False)
 
     def function(self, fn: Callable[..., Any]) -> JobFunction:
         """Upload ``fn`` once for the job (content-addressed); the handle to submit it with.

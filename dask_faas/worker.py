@@ -107,9 +107,11 @@ class Runtime:
         warm = self.invocations > 0
         self.invocations += 1
         token = None
-        # every warning is recorded here and issued again on the client, whose filters decide
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        # warnings pass this process's filters (catch_warnings starts their "once per location"
+        # memory afresh), are kept once per location, and are issued again on the client
+        caught = serialize.WarningRecorder()
+        with warnings.catch_warnings():
+            warnings.showwarning = caught.record
             try:
                 store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
                 token = _current.set(Context(store, inv.call, inv.attempt))
@@ -125,7 +127,7 @@ class Runtime:
                 if token is not None:
                     _current.reset(token)
         stats = {"pid": os.getpid(), "warm": warm, "seconds": time.perf_counter() - started}
-        response = Response(inv.call, inv.attempt, ok, value, stats, serialize.dumps_warnings(caught))
+        response = Response(inv.call, inv.attempt, ok, value, stats, caught.dumps())
         return protocol.seal(response, self._key)
 
     # -- helpers ---------------------------------------------------------------------------

@@ -87,6 +87,42 @@ def test_a_task_is_not_fused_into_a_dependent_of_other_partitions():
     assert dask.get(fused, ("aggregate", 0)) == dask.get(graph, ("aggregate", 0)) == 9
 
 
+def test_a_chain_is_not_fused_into_a_task_that_waits_for_a_scalar_of_every_partition():
+    # (a * 2) - b.sum(): the scalar's key has index 0 like partition 0, but it spans every partition
+    graph = {
+        ("a", 0): (range, 3),
+        ("a", 1): (range, 4),
+        ("double", 0): (list, ("a", 0)),
+        ("double", 1): (list, ("a", 1)),
+        ("chunk", 0): (sum, ("a", 0)),
+        ("chunk", 1): (sum, ("a", 1)),
+        ("total", 0): (sum, [("chunk", 0), ("chunk", 1)]),
+        ("minus", 0): (len, [("double", 0), ("total", 0)]),
+        ("minus", 1): (len, [("double", 1), ("total", 0)]),
+    }
+    for order in (list(graph), list(reversed(graph))):  # the same fusion whatever the order
+        fused = fuse_partitionwise(
+            convert_legacy_graph({k: graph[k] for k in order}), keep={("minus", 0), ("minus", 1)}
+        )
+        assert ("double", 0) in fused and ("double", 1) in fused, sorted(fused)
+        assert dask.get(fused, [("minus", 0), ("minus", 1)]) == (2, 2)
+
+
+def test_a_diamond_after_a_shuffle_still_fuses():
+    # a reducer depends on every mapper; the partition's chain after it is one task
+    graph = {
+        ("map", 0): (sum, [1, 2]),
+        ("map", 1): (sum, [3, 4]),
+        ("reduce", 0): (list, [("map", 0), ("map", 1)]),
+        ("left", 0): (len, ("reduce", 0)),
+        ("right", 0): (sum, ("reduce", 0)),
+        ("both", 0): (list, [("left", 0), ("right", 0)]),
+    }
+    fused = fuse_partitionwise(convert_legacy_graph(graph), keep={("both", 0)})
+    assert set(fused) == {("map", 0), ("map", 1), ("both", 0)}
+    assert dask.get(fused, ("both", 0)) == dask.get(graph, ("both", 0))
+
+
 def test_a_single_partition_chain_still_fuses_into_its_aggregate():
     graph = {
         ("load", 0): (range, 3),

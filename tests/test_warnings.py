@@ -61,3 +61,40 @@ def test_client_filters_decide(executor):
         warnings.simplefilter("error", CustomWarning)
         with pytest.raises(CustomWarning, match="careful with 2"):
             executor.submit(warn_and_return, 2).result(timeout=60)
+
+
+class TwoArgumentWarning(UserWarning):
+    """A warning class that cannot be built from a message alone."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(f"{message} ({code})")
+
+
+def warn_with_an_odd_class(x: int) -> int:
+    warnings.warn(TwoArgumentWarning("odd", 7), stacklevel=1)
+    return x
+
+
+def warn_then_fail(marker: str) -> None:
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    warnings.warn("about to fail", CustomWarning, stacklevel=1)
+    raise KeyError("the real error")
+
+
+def test_a_warning_class_the_client_cannot_rebuild_does_not_fail_the_call(executor):
+    with pytest.warns(UserWarning, match="TwoArgumentWarning: odd"):
+        assert executor.submit(warn_with_an_odd_class, 10).result(timeout=60) == 10
+
+
+def test_an_escalated_warning_neither_retries_nor_hides_the_functions_error(make_executor, tmp_path):
+    ex = make_executor(retries=2, retry_backoff_s=0.01)
+    marker = tmp_path / "runs"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CustomWarning)
+        with pytest.raises(CustomWarning, match="careful with 5"):
+            ex.submit(warn_and_return, 5).result(timeout=60)
+        assert ex.stats["retries"] == 0  # the call succeeded: nothing to retry
+        with pytest.raises(KeyError, match="the real error"):
+            ex.submit(warn_then_fail, str(marker)).result(timeout=60)
+    assert marker.read_text().count("ran") == 3  # the function's own failure is retried as usual
