@@ -6,10 +6,11 @@ header: a URL, a glob or a list of keys becomes :class:`ObjectInfo` records, and
 :func:`read_range`, :func:`iter_lines`) and the dtype sample (:func:`read_sample`) live in
 :mod:`dask_faas.ranges` and are re-exported here.
 
-URLs: ``s3://bucket/key-or-prefix-or-glob`` and ``cos://...`` (the same S3-compatible protocol), and
-local paths (``/dir/*.csv``, ``file:///dir/*.csv``). In a glob ``*`` does not cross ``/`` and ``**``
-does; only the longest literal prefix is listed. In a list, a bare key after an ``s3://`` URL is a
-key of the same bucket.
+URLs (parsed by :func:`~dask_faas.backends.storage.urls.split_url`):
+``s3://bucket/key-or-prefix-or-glob``, ``s3a://...`` and ``cos://...`` (the same S3-compatible
+protocol), and local paths (``/dir/*.csv``, ``file:///dir/*.csv``). In a glob ``*`` does not cross
+``/`` and ``**`` does; only the longest literal prefix is listed. In a list, a bare key after an
+``s3://`` URL is a key of the same bucket.
 
 A range that owns no line reads as its header alone (pandas parses that to an empty frame with the
 right columns), or as ``b""`` without header; an empty object reads as ``b""``, which
@@ -32,6 +33,7 @@ from typing import Any
 
 from .backends.storage import Storage
 from .backends.storage.local import LocalStorage
+from .backends.storage.urls import S3_SCHEMES, s3_storage, split_url
 from .exceptions import ConfigError
 from .ranges import (
     ByteRange,
@@ -56,8 +58,6 @@ __all__ = [
 ]
 
 _GLOB = re.compile(r"[*?\[]")
-_S3_SCHEMES = ("s3", "cos")
-_S3_OPTIONS = ("key", "secret", "token", "endpoint_url", "region_name", "client_kwargs")
 _SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 
 
@@ -91,10 +91,11 @@ def discover(
     Parameters
     ----------
     urlpath : str or sequence of str
-        ``s3://`` / ``cos://`` URLs, local paths or ``file://`` URLs.
+        ``s3://`` / ``s3a://`` / ``cos://`` URLs, local paths or ``file://`` URLs.
     storage_options : dict, optional
         S3 options named as in s3fs: ``key``, ``secret``, ``token``, ``endpoint_url``,
-        ``region_name`` and ``client_kwargs``. By default the settings ``faas.s3.*``.
+        ``region_name`` and ``client_kwargs``. By default the settings ``faas.s3.*``
+        (see :func:`s3_storage`, re-exported from :mod:`dask_faas.backends.storage.urls`).
 
     Raises
     ------
@@ -106,20 +107,20 @@ def discover(
     items = [os.fspath(urlpath)] if isinstance(urlpath, (str, os.PathLike)) else list(map(os.fspath, urlpath))
     if not items:
         raise ValueError("no URL given")
-    parsed = [_parse(item) for item in items]
+    parsed = [split_url(item) for item in items]
     scheme, bucket = parsed[0][:2]
-    if scheme in _S3_SCHEMES:
+    if scheme in S3_SCHEMES:
         specs = []
         for item, (sch, bkt, key) in zip(items, parsed, strict=True):
             if not sch and not os.path.isabs(key):  # a bare key of the first URL's bucket
                 sch, bkt = scheme, bucket
-            if sch not in _S3_SCHEMES or bkt != bucket:
+            if sch not in S3_SCHEMES or bkt != bucket:
                 raise ValueError(f"all URLs must name one bucket: {items[0]!r} and {item!r} do not")
             specs.append((item, key))
         storage: Storage = s3_storage(bucket, storage_options)
         base = f"{scheme}://{bucket}/"
     else:
-        if any(sch in _S3_SCHEMES for sch, _, _ in parsed):
+        if any(sch in S3_SCHEMES for sch, _, _ in parsed):
             raise ValueError(f"cannot mix local paths and S3 URLs: {items!r}")
         local = [_local_spec(path) for _, _, path in parsed]
         root = os.path.commonpath([r for r, _ in local])
@@ -186,22 +187,6 @@ def plan(
 # -- discovery ---------------------------------------------------------------------------------
 
 
-def _parse(item: str) -> tuple[str, str, str]:
-    """``(scheme, bucket, key spec)`` of an S3 URL, ``("file" or "", "", path)`` otherwise."""
-    scheme, sep, rest = item.partition("://")
-    if not sep:
-        return "", "", item
-    scheme = scheme.lower()
-    if scheme == "file":
-        return "file", "", rest
-    if scheme not in _S3_SCHEMES:
-        raise ValueError(f"unsupported URL {item!r}: use s3://, cos://, file:// or a local path")
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"no bucket in URL {item!r}")
-    return scheme, bucket, key
-
-
 def _local_spec(path: str) -> tuple[str, str]:
     """``(root, key spec)`` of a local path: the root is the directory before any glob character."""
     path = os.path.abspath(path)
@@ -213,43 +198,6 @@ def _local_spec(path: str) -> tuple[str, str]:
     else:
         root = os.path.dirname(path)
     return root, path[len(root) :].lstrip("/")
-
-
-def s3_storage(bucket: str, storage_options: dict[str, Any] | None = None) -> Storage:
-    """The S3 storage of ``bucket`` for s3fs-style ``storage_options`` (reading and writing alike).
-
-    ``None`` means the ``faas.s3`` settings (``endpoint-url``, ``region-name``, ``key``, ``secret``,
-    ``token``). ``endpoint_url`` and ``region_name`` given in ``client_kwargs`` go to the storage
-    itself, so that its locator carries them to the functions.
-
-    Raises
-    ------
-    ConfigError
-        Naming the options other than ``key``, ``secret``, ``token``, ``endpoint_url``,
-        ``region_name`` and ``client_kwargs``.
-    """
-    from .backends.storage.s3 import S3Storage
-
-    if storage_options is None:
-        import dask.config
-
-        from . import config as _config  # noqa: F401 - registers the faas.* defaults
-
-        settings = dask.config.get("faas.s3", default=None) or {}
-        names = {"endpoint-url", "region-name", "key", "secret", "token"}
-        opts = {k.replace("-", "_"): v for k, v in settings.items() if k.replace("_", "-") in names}
-    else:
-        opts = dict(storage_options)
-        unknown = sorted(set(opts) - set(_S3_OPTIONS))
-        if unknown:
-            raise ConfigError(f"unsupported storage_options {unknown}; supported: {', '.join(_S3_OPTIONS)}")
-    client_kwargs = dict(opts.pop("client_kwargs", None) or {})
-    for name in ("endpoint_url", "region_name"):  # the locator must carry them, not client_kwargs
-        value = client_kwargs.pop(name, None)
-        if opts.get(name) is None:
-            opts[name] = value
-    opts = {k: v for k, v in opts.items() if v is not None}
-    return S3Storage(bucket, client_kwargs=client_kwargs or None, **opts)
 
 
 def _check(storage: Storage, url: str) -> None:

@@ -4,7 +4,7 @@
 local directory): dask's own writers need fsspec's ``s3fs`` for ``s3://`` URLs. dask's
 ``df.to_csv(dir)`` / ``df.to_parquet(dir)`` still work for a local directory that the functions share
 with the client. ``s3://`` outputs take s3fs-style ``storage_options`` as :func:`dask_faas.read_csv`
-does (:func:`dask_faas.partition.s3_storage`).
+does (:func:`dask_faas.backends.storage.urls.s3_storage`).
 
 Credentials never travel with a partition: inside a function the storage is rebuilt from its
 locator (bucket, endpoint, region) with the credentials of the function's own environment, once per
@@ -24,16 +24,13 @@ from typing import TYPE_CHECKING, Any
 import dask
 import pandas as pd
 
-from . import partition
 from .backends.storage import Storage, storage_from_locator
+from .backends.storage.urls import s3_storage, split_url
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
 __all__ = ["to_csv", "to_parquet"]
-
-# -- storage, cached per locator in each process ---------------------------------------------------
-
 
 # -- writers ---------------------------------------------------------------------------------------
 
@@ -172,27 +169,20 @@ def _output(
     urlpath: str, default_name: str, storage_options: dict[str, Any] | None
 ) -> tuple[Storage, str, str]:
     """``(storage, URL prefix, key template with '*')`` of an output URL."""
-    scheme, sep, rest = urlpath.partition("://")
-    if not sep:
-        scheme, rest = "file", urlpath
-    if scheme == "file":
+    scheme, bucket, key = split_url(urlpath)
+    if scheme in ("", "file"):
         from .backends.storage.local import LocalStorage
 
-        path = os.path.abspath(os.path.expanduser(rest))
+        path = os.path.abspath(os.path.expanduser(key))
         if "*" not in os.path.basename(path):
             path = os.path.join(path, default_name)
         root, name = os.path.split(path)
         if "*" in root:
             raise ValueError(f"{urlpath!r}: '*' may appear in the file name only")
         return LocalStorage(root), root + os.sep, name
-    if scheme not in ("s3", "cos", "s3a"):
-        raise ValueError(f"{urlpath!r}: unsupported URL scheme {scheme!r} (use s3://, cos:// or a path)")
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"{urlpath!r} names no bucket")
     key = key.strip("/") if "*" not in key.rpartition("/")[2] else key
     if "*" not in key:
         key = f"{key}/{default_name}" if key else default_name
     if "*" in key.rpartition("/")[0]:
         raise ValueError(f"{urlpath!r}: '*' may appear in the object name only")
-    return partition.s3_storage(bucket, storage_options), f"{scheme}://{bucket}/", key
+    return s3_storage(bucket, storage_options), f"{scheme}://{bucket}/", key

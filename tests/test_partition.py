@@ -591,6 +591,7 @@ def test_s3_discover(s3_data: dict[str, Any]) -> None:
     assert keys_of(f"s3://{b}/year=2019/*.csv", s3_data) == ["year=2019/m01.csv", "year=2019/m02.csv"]
     assert keys_of(f"s3://{b}/year=*/m01.csv", s3_data) == ["year=2019/m01.csv", "year=2020/m01.csv"]
     assert keys_of(f"s3://{b}/**/c.csv", s3_data) == ["data/nested/c.csv"]
+    assert keys_of(f"s3a://{b}/**/c.csv", s3_data) == ["data/nested/c.csv"]
     assert len(keys_of(f"s3://{b}/**.csv", s3_data)) == 7
     assert len(keys_of(f"s3://{b}", s3_data)) == 8
     assert keys_of([f"s3://{b}/data/b.csv", f"s3://{b}/data/a.csv"], s3_data) == ["data/a.csv", "data/b.csv"]

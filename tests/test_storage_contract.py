@@ -18,9 +18,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_faas.backends.storage import CACHE_SIZE, Storage, close_cached, registry, storage_from_locator
+from dask_faas.backends.storage import (
+    CACHE_SIZE,
+    Storage,
+    close_cached,
+    registry,
+    storage_from_locator,
+    storage_from_settings,
+)
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.backends.storage.memory import MemoryStorage
+from dask_faas.backends.storage.urls import s3_options, s3_storage, split_url
 from dask_faas.exceptions import ConfigError
 
 ALL_BYTES = bytes(range(256))
@@ -352,6 +360,61 @@ def test_the_storage_cache_is_a_bounded_lru_that_closes_what_it_drops(tmp_path) 
         assert storage_from_locator(locators[0]) is not first  # forgotten: built anew
     finally:
         close_cached()
+
+
+# -- URLs and settings: the one parser and the one mapping --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("s3://bucket/a/b.csv", ("s3", "bucket", "a/b.csv")),
+        ("S3://bucket", ("s3", "bucket", "")),
+        ("s3a://bucket/year=*/", ("s3a", "bucket", "year=*/")),
+        ("cos://bucket/k", ("cos", "bucket", "k")),
+        ("file:///dir/x.csv", ("file", "", "/dir/x.csv")),
+        ("/dir/x.csv", ("", "", "/dir/x.csv")),
+        ("bucket/key", ("", "", "bucket/key")),
+    ],
+)
+def test_split_url(url: str, parts: tuple[str, str, str]) -> None:
+    assert split_url(url) == parts
+
+
+def test_split_url_names_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"unsupported URL 'gs://b/k'"):
+        split_url("gs://b/k")
+    with pytest.raises(ValueError, match=r"no bucket in URL 's3:///k'"):
+        split_url("s3:///k")
+
+
+def test_s3_settings_map_to_storage_options_and_unknown_ones_are_named() -> None:
+    settings = {"bucket": "b", "endpoint-url": "http://127.0.0.1:9", "region_name": "r", "key": None}
+    assert s3_options(settings) == {"endpoint_url": "http://127.0.0.1:9", "region_name": "r"}
+    assert s3_options(None) == {}
+    with pytest.raises(ConfigError, match=r"faas\.s3\.endpoint-uri"):
+        s3_options({"endpoint_uri": "http://127.0.0.1:9"})
+    with pytest.raises(ConfigError, match=r"faas\.s3\.endpoint-uri"):
+        storage_from_settings({"storage": "s3", "s3": {"bucket": "b", "endpoint-uri": "x"}})
+    with pytest.raises(ConfigError, match=r"unsupported storage_options \['anon'\]"):
+        s3_storage("b", {"anon": True})
+
+
+def test_s3_storage_from_settings_and_from_options_agree(s3_endpoint, s3_bucket) -> None:
+    settings = {"bucket": s3_bucket, "endpoint-url": s3_endpoint, "region-name": "us-east-1"}
+    from_settings = storage_from_settings(
+        {"storage": "s3", "s3": {**settings, "key": "testing", "secret": "testing"}}
+    )
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    from_options = s3_storage(s3_bucket, {**options, "region_name": "us-east-1"})
+    try:
+        assert from_settings.locator() == from_options.locator()  # client_kwargs' endpoint reaches it
+        assert from_settings.deployment_environment() == from_options.deployment_environment()
+        from_settings.put("agree/k", b"v")
+        assert from_options.get("agree/k") == b"v"
+    finally:
+        from_settings.close()
+        from_options.close()
 
 
 class ValidatesKeys:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..backends.storage.urls import s3_options
+
 logger = logging.getLogger("dask_faas.compat")
 
 #: Lithops compute backends -> dask-faas compute backends.
@@ -26,14 +28,6 @@ _S3_KEYS = {
     "secret_key": "secret",
     "session_token": "token",
     "storage_bucket": "bucket",
-}
-#: ``faas.s3`` settings -> storage options for listing ``s3://`` data on the client.
-_S3_OPTIONS = {
-    "endpoint-url": "endpoint_url",
-    "region-name": "region_name",
-    "key": "key",
-    "secret": "secret",
-    "token": "token",
 }
 
 
@@ -73,8 +67,11 @@ def faas_settings(
 
 
 def s3_storage_options(s3: dict[str, Any]) -> dict[str, Any]:
-    """Options for listing ``s3://`` data on the client from ``faas.s3`` settings."""
-    return {_S3_OPTIONS[k]: v for k, v in s3.items() if k in _S3_OPTIONS and v is not None}
+    """Options for listing ``s3://`` data on the client from ``faas.s3`` settings.
+
+    The storage layer's one mapping (:func:`dask_faas.backends.storage.urls.s3_options`).
+    """
+    return s3_options(s3)
 
 
 def warn_ignored(**options: Any) -> None:

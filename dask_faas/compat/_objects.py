@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import partition
 from ..backends.storage import Storage, storage_from_locator
+from ..backends.storage.urls import split_url
 from ._binding import as_list
 
 
@@ -77,7 +78,7 @@ def expand_objects(
             url = _url(obj, storage)
             found, objects = partition.discover(url, storage_options)
             locators[repr(found.locator())] = found.locator()
-            scheme = "local" if found.name == "local" else url.partition("://")[0]  # s3 or cos
+            scheme = "local" if found.name == "local" else split_url(url)[0]  # s3, s3a or cos
             for info in objects:
                 if info.size == 0:
                     continue
@@ -97,7 +98,8 @@ def _url(obj: Any, storage: Storage) -> str:
     url = os.fspath(obj)
     if url.startswith(("http://", "https://")):
         raise NotImplementedError(f"{url}: HTTP URLs are not supported; use s3://, cos:// or a path")
-    if "://" in url or os.path.isabs(url):
+    scheme, _, path = split_url(url)
+    if scheme or os.path.isabs(path):
         return url
     if storage.name in ("s3", "cos"):
         return f"s3://{url}"

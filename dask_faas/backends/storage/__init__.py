@@ -14,6 +14,7 @@ from typing import Any
 from ...exceptions import ConfigError
 from ..registry import Registry
 from .base import Storage
+from .urls import s3_options
 
 __all__ = [
     "CACHE_SIZE",
@@ -104,17 +105,22 @@ _SECTIONS = {"local": "local-storage", "s3": "s3", "cos": "s3"}
 def storage_from_settings(settings: dict[str, Any]) -> Storage:
     """The storage selected by ``faas.storage``, built from its settings section.
 
+    ``s3`` and ``cos`` take ``faas.s3`` (mapped by :func:`~dask_faas.backends.storage.urls.s3_options`),
+    ``local`` takes ``faas.local-storage``, another name the section of that name.
+
     Raises
     ------
     ConfigError
-        For an unknown backend name or a missing required setting (named).
+        For an unknown backend name, a missing bucket or an unknown setting (named).
     """
     name = settings["storage"]
     if isinstance(name, Storage):
         return name
     cls = registry.load(name)
     section = _SECTIONS.get(name, name)
-    kwargs = {k.replace("-", "_"): v for k, v in (settings.get(section) or {}).items() if v is not None}
-    if section == "s3" and not kwargs.get("bucket"):
-        raise ConfigError(f"storage {name!r} needs a bucket: set 'faas.s3.bucket'")
-    return cls(**kwargs)
+    values = settings.get(section) or {}
+    if section == "s3":
+        if not values.get("bucket"):
+            raise ConfigError(f"storage {name!r} needs a bucket: set 'faas.s3.bucket'")
+        return cls(values["bucket"], **s3_options(values))
+    return cls(**{k.replace("-", "_"): v for k, v in values.items() if v is not None})
