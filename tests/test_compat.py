@@ -247,16 +247,16 @@ def test_own_executor_from_a_lithops_config(s3_storage, s3_endpoint, storage_roo
         },
     }
     with lithops.FunctionExecutor(config=config, workers=1, runtime_memory=512) as fexec:
-        assert fexec._ex.storage.name == "s3" and fexec._ex._settings["memory-mb"] == 512
+        assert fexec.executor.storage.name == "s3" and fexec.executor.settings["memory-mb"] == 512
         fexec.map(lambda obj: obj.data_stream.read().count(b"\n"), f"{s3_storage.bucket}/year=2019/")
         assert fexec.get_result() == [LINES]
-        prefix = fexec._ex.job_prefix
+        prefix = fexec.executor.job_prefix
     assert not list(s3_storage.list(prefix + "/"))
 
     with lithops.LocalhostExecutor(workers=1, local_storage={"root": str(storage_root)}) as fexec:
         fexec.map(add, [(1, 2)])
         assert fexec.get_result() == [3]
-        assert fexec._ex.storage.name == "local"
+        assert fexec.executor.storage.name == "local"
 
 
 # -- the package -------------------------------------------------------------------------------

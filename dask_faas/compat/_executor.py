@@ -86,6 +86,11 @@ class FunctionExecutor:
         self._storage_options = storage_options
 
     @property
+    def executor(self) -> FaasExecutor:
+        """The :class:`~dask_faas.FaasExecutor` the calls run on."""
+        return self._ex
+
+    @property
     def storage(self) -> StorageClient:
         """A Lithops-style storage client of the executor's storage, on the client."""
         return StorageClient(self._ex.storage)
