@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import pickle
 import struct
 import threading
@@ -71,9 +70,6 @@ __all__ = [
 
 #: Parallel ranged reads of one function (bounded: a function has one CPU's share and a few sockets).
 READ_THREADS = 16
-#: Fault injection for tests: a mapper or combiner that finds (and removes) the file named by this
-#: variable raises after its write, so the retry must not mix the two attempts' objects.
-FAIL_AFTER_WRITE_ENV = "DASK_FAAS_EXCHANGE_FAIL_AFTER_WRITE"
 
 _TAG = 32
 _DOMAIN = b"dask-faas-exchange\0"
@@ -237,14 +233,6 @@ def _write(spec: Spec, part: str, buckets: list[list[Any] | None]) -> Index:
         chunks.extend(payload)
         sizes.append(_TAG + sum(len(c) for c in payload))
     context.storage.put(key, b"".join(chunks))
-    flag = os.environ.get(FAIL_AFTER_WRITE_ENV)
-    if flag:
-        try:
-            os.remove(flag)
-        except FileNotFoundError:
-            pass
-        else:
-            raise RuntimeError(f"injected failure after writing {key} ({FAIL_AFTER_WRITE_ENV})")
     return Index(key, sizes if max(sizes, default=0) >> 32 else array("I", sizes))
 
 

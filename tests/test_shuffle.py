@@ -9,6 +9,7 @@ HTTP proxy on loopback in front of moto, through which the function processes ta
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from dask.diagnostics import Callback
 
 import dask_faas
 from dask_faas import IntegrityError, exchange, shuffle
+from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.testing.s3 import CountingProxy
 
 # -- data and helpers ----------------------------------------------------------------------------
@@ -217,15 +219,42 @@ def test_a_16_to_16_shuffle_makes_16_writes_and_at_most_256_reads(s3_bucket, pro
 # -- acceptance: retried and duplicated mappers ------------------------------------------------------
 
 
-def test_a_mapper_that_fails_after_its_write_is_retried_exactly(make_executor, tmp_path: Path, pdf):
-    flag = tmp_path / "fail-once"
-    flag.touch()
-    ex = make_executor(retries=1, environment={exchange.FAIL_AFTER_WRITE_ENV: str(flag)})
+class FailOnceAfterWriteStorage(LocalStorage):
+    """Local storage whose first write of an exchange object succeeds and then raises.
+
+    The functions rebuild it from its locator, which names this class by import path (the function
+    processes share the tests' ``sys.path``); the marker file makes "first" hold across processes.
+    """
+
+    def __init__(self, root: str, marker: str) -> None:
+        super().__init__(root)
+        self.marker = marker
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        super().put(key, data)
+        if "/x/" in key:
+            try:
+                os.remove(self.marker)
+            except FileNotFoundError:
+                return
+            Path(self.marker + ".written").write_text(key)
+            raise ConnectionResetError(f"injected after writing {key}")
+
+    def locator(self) -> dict[str, Any]:
+        return {"backend": f"{__name__}:{type(self).__qualname__}", "root": self.root, "marker": self.marker}
+
+
+def test_a_mapper_that_fails_after_its_write_is_retried_exactly(make_executor, storage_root, tmp_path, pdf):
+    marker = tmp_path / "fail-once"
+    marker.touch()
+    ex = make_executor(retries=1, storage=FailOnceAfterWriteStorage(str(storage_root), str(marker)))
     make = operations(pdf, pdf)["shuffle"]
     want = on_sync_tasks(make)
     got = list(dask.compute(*make().to_delayed(optimize_graph=False), scheduler=ex))
-    assert not flag.exists(), "no mapper failed"
-    assert ex.stats["retries"] >= 1
+    written = Path(f"{marker}.written")
+    assert not marker.exists() and written.exists(), "no mapper failed after its write"
+    assert "/x/" in written.read_text()
+    assert ex.stats["retries"] == 1
     check_same_partitions("shuffle", got, want)
     assert not [key for key, _ in ex.storage.list(ex.job_prefix) if "/fn/" not in key]
 
@@ -263,12 +292,12 @@ def test_the_two_level_rule():
     assert shuffle.plan(3, 10**6, threshold=1) is None  # too few mappers to group
 
 
-def test_two_level_exchange_equals_the_sync_task_shuffle(executor, pdf, other):
-    with dask.config.set({shuffle.TWO_LEVEL_SETTING: 10}):
-        for name in ("shuffle", "merge"):
-            make = operations(pdf, other)[name]
-            names = KeyNames()
-            with names:
-                got = list(dask.compute(*make().to_delayed(optimize_graph=False), scheduler=executor))
-            assert any("exchange-combine" in n for n in names.names)
-            check_same_partitions(name, got, on_sync_tasks(make))
+def test_two_level_exchange_equals_the_sync_task_shuffle(make_executor, pdf, other):
+    executor = make_executor(exchange={"two_level_above": 10})  # the executor's setting reaches it
+    for name in ("shuffle", "merge"):
+        make = operations(pdf, other)[name]
+        names = KeyNames()
+        with names:
+            got = list(dask.compute(*make().to_delayed(optimize_graph=False), scheduler=executor))
+        assert any("exchange-combine" in n for n in names.names)
+        check_same_partitions(name, got, on_sync_tasks(make))

@@ -55,6 +55,10 @@ class Registry:
     def load(self, name: str) -> type[Any]:
         """Import and return the class registered as ``name``.
 
+        ``name`` may also be an import path, ``"package.module:Class"``: an implementation that is
+        neither registered nor an entry point (a storage's locator names its class so, and a
+        function process imports it from there).
+
         Raises
         ------
         ConfigError
@@ -66,6 +70,8 @@ class Registry:
                 if ep.name == name:
                     entry = _Entry(ep.value)
                     break
+        if entry is None and ":" in str(name):
+            entry = _Entry(str(name))
         if entry is None:
             close = difflib.get_close_matches(str(name), self.names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
