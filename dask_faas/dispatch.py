@@ -25,7 +25,13 @@ from typing import Any
 
 from . import protocol, serialize
 from .backends.compute import ComputeBackend, InvokeOptions
-from .exceptions import FunctionTimeoutError, IntegrityError, InvocationError, PayloadTooLargeError
+from .exceptions import (
+    ConfigError,
+    FunctionTimeoutError,
+    IntegrityError,
+    InvocationError,
+    PayloadTooLargeError,
+)
 from .job import Job
 from .protocol import Invocation, Ref, Response
 from .session import CallOptions, Calls, JobFunction
@@ -180,6 +186,8 @@ class Dispatcher:
         first_index: int | None = None,
     ) -> cf.Future[Any]:
         """Invoke ``function`` over ``calls`` in one invocation (see :meth:`Session.submit`)."""
+        if options is not None:
+            self._check_limits(options, label or function.name)
         call_id = str(next(self._ids))
         data = serialize.dumps_arguments(function.name, calls, first_index)
         args = data if len(data) <= self.inline_limit else self.job.put(f"in/{call_id}", data)
@@ -202,6 +210,16 @@ class Dispatcher:
             self._release_args(call)
             raise
         return future
+
+    def _check_limits(self, options: CallOptions, label: str) -> None:
+        """Refuse per-call limits (Dask annotations) the platform cannot grant."""
+        backend = self.backend
+        if options.timeout_s > backend.max_timeout_s or options.memory_mb > backend.max_memory_mb:
+            raise ConfigError(
+                f"{label}: timeout_s={options.timeout_s:g}, memory_mb={options.memory_mb} exceed the "
+                f"{backend.name} backend's max_timeout_s={backend.max_timeout_s:g} or "
+                f"max_memory_mb={backend.max_memory_mb}"
+            )
 
     def pending(self) -> list[cf.Future[Any]]:
         """The futures not done yet."""

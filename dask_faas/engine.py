@@ -306,11 +306,8 @@ class GraphRun:
             future.cancel()
             future.add_done_callback(self._delete_outputs)
         self._deleter.close()
-        store = self.session.store
-        kept = {v.key for v in self.cache.values() if isinstance(v, Ref)} if self.keep else set()
-        doomed = [key for key, _ in store.storage.list(f"{store.prefix}/{self.name}/") if key not in kept]
-        for start in range(0, len(doomed), 1000):
-            store.storage.delete(doomed[start : start + 1000])
+        kept = [v for v in self.cache.values() if isinstance(v, Ref)] if self.keep else []
+        self.session.store.delete_under(self.name, keep=kept)
 
     def _delete_outputs(self, future: cf.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:

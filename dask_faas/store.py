@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 
 from . import protocol
 from .backends.storage import Storage
@@ -52,6 +53,14 @@ class SignedStore:
         """Delete objects that are no longer needed."""
         if refs:
             self.storage.delete([ref.key for ref in refs])
+
+    def delete_under(self, name: str, keep: Iterable[Ref] = ()) -> int:
+        """Delete every object under ``<prefix>/<name>/`` but those of ``keep``; how many went."""
+        kept = {ref.key for ref in keep}
+        doomed = [key for key, _ in self.storage.list(f"{self.prefix}/{name}/") if key not in kept]
+        for start in range(0, len(doomed), 1000):
+            self.storage.delete(doomed[start : start + 1000])
+        return len(doomed)
 
     def mac(self, *parts: bytes | memoryview) -> bytes:
         """HMAC-SHA256 of ``parts`` with the job's signing key (for objects read by ranges, whose

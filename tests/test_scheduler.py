@@ -15,7 +15,14 @@ import pytest
 from dask.diagnostics import Callback, ProgressBar
 from dask.diagnostics import Profiler as DaskProfiler
 
-from dask_faas import FaasExecutor, FunctionMemoryError, FunctionTimeoutError, RemoteTraceback, faas_get
+from dask_faas import (
+    ConfigError,
+    FaasExecutor,
+    FunctionMemoryError,
+    FunctionTimeoutError,
+    RemoteTraceback,
+    faas_get,
+)
 
 
 def test_faas_get_and_the_executor_are_the_same_path(executor):
@@ -217,3 +224,11 @@ def test_partitionwise_fusion_keeps_a_partition_in_one_function(executor):
     pd.testing.assert_series_equal(result.sort_index(), expected, check_dtype=False)
     report = executor.last_report
     assert report.executed <= 8 + 3 < report.tasks  # one task per partition, plus the aggregation
+
+
+def test_an_annotation_above_the_platforms_limit_is_refused_naming_the_task(executor):
+    limit = executor.backend.max_timeout_s
+    with dask.annotate(faas_timeout_s=limit * 2):
+        value = dask.delayed(sum)([1, 2], dask_key_name="too-long")
+    with pytest.raises(ConfigError, match=r"task 'too-long'.*max_timeout_s"):
+        dask.compute(value, scheduler=executor, optimize_graph=False)
