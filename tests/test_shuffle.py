@@ -220,42 +220,73 @@ def test_a_16_to_16_shuffle_makes_16_writes_and_at_most_256_reads(s3_bucket, pro
 
 
 class FailOnceAfterWriteStorage(LocalStorage):
-    """Local storage whose first write of an exchange object succeeds and then raises.
+    """Local storage that fails the first write of one kind of exchange object after it is stored,
+    and logs every write and read of exchange objects.
 
-    The functions rebuild it from its locator, which names this class by import path (the function
-    processes share the tests' ``sys.path``); the marker file makes "first" hold across processes.
+    ``kind`` is ``"m"`` (a mapper's object) or ``"c"`` (a combiner's). The functions rebuild this
+    storage from its locator, which names the class by import path (the function processes share the
+    tests' ``sys.path``); its state lives in files of ``state``, as the functions are other processes:
+    ``fail-once`` (removed by the failing write, so only one write fails), ``failed`` (that write's key)
+    and ``log`` (lines ``put <key>`` / ``get <key>``, appended).
     """
 
-    def __init__(self, root: str, marker: str) -> None:
+    def __init__(self, root: str, state: str, kind: str) -> None:
         super().__init__(root)
-        self.marker = marker
+        self.state, self.kind = Path(state), kind
+
+    def _log(self, op: str, key: str) -> None:
+        with open(self.state / "log", "a") as f:  # one short append per line: lines do not interleave
+            f.write(f"{op} {key}\n")
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         super().put(key, data)
-        if "/x/" in key:
+        if "/x/" not in key:
+            return
+        self._log("put", key)
+        if key.rsplit("/", 1)[1].split(".")[0].rsplit("-", 1)[1].startswith(self.kind):
             try:
-                os.remove(self.marker)
+                os.remove(self.state / "fail-once")
             except FileNotFoundError:
                 return
-            Path(self.marker + ".written").write_text(key)
+            (self.state / "failed").write_text(key)
             raise ConnectionResetError(f"injected after writing {key}")
 
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        if "/x/" in key:
+            self._log("get", key)
+        return super().get(key, start, end)
+
     def locator(self) -> dict[str, Any]:
-        return {"backend": f"{__name__}:{type(self).__qualname__}", "root": self.root, "marker": self.marker}
+        backend = f"{__name__}:{type(self).__qualname__}"
+        return {"backend": backend, "root": self.root, "state": str(self.state), "kind": self.kind}
 
 
-def test_a_mapper_that_fails_after_its_write_is_retried_exactly(make_executor, storage_root, tmp_path, pdf):
-    marker = tmp_path / "fail-once"
-    marker.touch()
-    ex = make_executor(retries=1, storage=FailOnceAfterWriteStorage(str(storage_root), str(marker)))
+@pytest.mark.parametrize("kind", ["m", "c"], ids=["mapper", "combiner"])
+def test_an_exchange_task_that_fails_after_its_write_is_retried_exactly(
+    make_executor, storage_root, tmp_path, pdf, kind
+):
+    """The failed attempt's object is stored, but no one reads it: the retry writes its own key and
+    only the index of the accepted attempt reaches the tasks downstream."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "fail-once").touch()
+    storage = FailOnceAfterWriteStorage(str(storage_root), str(state), kind)
+    two_level = {"two_level_above": 10} if kind == "c" else {}  # 8 x 8 buckets: combiners above 10
+    ex = make_executor(retries=1, storage=storage, exchange=two_level)
     make = operations(pdf, pdf)["shuffle"]
     want = on_sync_tasks(make)
     got = list(dask.compute(*make().to_delayed(optimize_graph=False), scheduler=ex))
-    written = Path(f"{marker}.written")
-    assert not marker.exists() and written.exists(), "no mapper failed after its write"
-    assert "/x/" in written.read_text()
-    assert ex.stats["retries"] == 1
     check_same_partitions("shuffle", got, want)
+
+    assert (state / "failed").exists() and not (state / "fail-once").exists(), "no write failed"
+    failed = (state / "failed").read_text()
+    assert ex.stats["retries"] == 1
+    log = [line.split(" ", 1) for line in (state / "log").read_text().splitlines()]
+    puts, gets = [key for op, key in log if op == "put"], {key for op, key in log if op == "get"}
+    assert failed in puts and failed not in gets, f"the failed attempt's object was read: {failed}"
+    stem = failed.rsplit(".", 2)[0]  # <exchange>-<m|c><i>, then .<call>.<attempt>
+    retried = [key for key in puts if key.rsplit(".", 2)[0] == stem and key != failed]
+    assert len(retried) == 1 and retried[0] in gets, (failed, retried)
     assert not [key for key, _ in ex.storage.list(ex.job_prefix) if "/fn/" not in key]
 
 
