@@ -17,9 +17,9 @@ import pytest
 pytest_plugins = ["fixtures_s3"]
 
 
-def child_pids() -> set[int]:
-    """Live (non-zombie) child processes of this test process, from /proc."""
-    me, children = os.getpid(), set()
+def process_table() -> dict[int, tuple[str, int, int]]:
+    """``pid -> (state, parent pid, process group)`` of every process, from /proc."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -29,9 +29,27 @@ def child_pids() -> set[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[1]) == me and fields[0] != b"Z" and not _is_test_server(entry):
-            children.add(int(entry))
-    return children
+        table[int(entry)] = (fields[0].decode(), int(fields[1]), int(fields[2]))
+    return table
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) child processes of this test process, from /proc."""
+    me = os.getpid()
+    return {
+        pid
+        for pid, (state, parent, _) in process_table().items()
+        if parent == me and state != "Z" and not _is_test_server(str(pid))
+    }
+
+
+def hold_memory(megabytes: int) -> int:
+    """Inside a function: keep ``megabytes`` resident (every page touched) for 30 s."""
+    block = bytearray(megabytes * 2**20)
+    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+        block[i] = 1
+    time.sleep(30)
+    return len(block)
 
 
 def _is_test_server(pid: str) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_pids
+from conftest import child_pids, hold_memory
 
 from dask_faas import (
     ConfigError,
@@ -73,14 +73,6 @@ def touch_then_sleep(path: str, seconds: float) -> str:
     Path(path).write_text(str(os.getpid()))
     time.sleep(seconds)
     return "slept"
-
-
-def hold_memory(megabytes: int) -> int:
-    block = bytearray(megabytes * 2**20)
-    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
-        block[i] = 1
-    time.sleep(30)
-    return len(block)
 
 
 def die() -> None:

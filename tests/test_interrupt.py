@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import process_table
 
 from dask_faas.backends.storage.local import LocalStorage
 
@@ -49,33 +50,17 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _process_table() -> dict[int, tuple[str, int, int]]:
-    """``pid -> (state, parent pid, process group)`` of every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        table[int(entry)] = (fields[0].decode(), int(fields[1]), int(fields[2]))
-    return table
-
-
 def _running_in_group(pgid: int) -> list[int]:
-    table = _process_table()
+    table = process_table()
     return sorted(pid for pid, (state, _, group) in table.items() if group == pgid and state != "Z")
 
 
 def _children(parent: int) -> list[int]:
-    return [pid for pid, (_, ppid, _) in _process_table().items() if ppid == parent]
+    return [pid for pid, (_, ppid, _) in process_table().items() if ppid == parent]
 
 
 def _running(pids: list[int]) -> list[int]:
-    table = _process_table()
+    table = process_table()
     return [pid for pid in pids if pid in table and table[pid][0] != "Z"]
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import hold_memory
 
 from dask_faas import FunctionMemoryError, FunctionTimeoutError, InvocationError, WorkerDiedError
 from dask_faas.backends.compute import InvokeOptions
@@ -39,14 +40,6 @@ def getpid(_: object = None) -> int:
 def sleep_for(seconds: float) -> str:
     time.sleep(seconds)
     return "done"
-
-
-def hold_memory(megabytes: int) -> int:
-    block = bytearray(megabytes * 2**20)
-    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
-        block[i] = 1
-    time.sleep(30)
-    return len(block)
 
 
 def test_killed_worker_is_replaced_and_retried_call_is_exact(make_executor, tmp_path):
