@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import random
+import secrets
 import threading
 import time
 import warnings
@@ -36,7 +37,10 @@ from .job import Job
 from .protocol import Invocation, Ref, Response
 from .session import CallOptions, Calls, JobFunction
 
-__all__ = ["Dispatcher", "deadline_grace_s", "longest_call_s"]
+__all__ = ["MAX_REDELIVERIES", "Dispatcher", "deadline_grace_s", "longest_call_s"]
+
+#: How many times one attempt is delivered again because it did not start within its start deadline.
+MAX_REDELIVERIES = 3
 
 logger = logging.getLogger("dask_faas")
 
@@ -46,12 +50,14 @@ def deadline_grace_s(timeout_s: float) -> float:
     return max(5.0, 0.1 * timeout_s)
 
 
-def longest_call_s(options: CallOptions) -> float:
-    """How long a waiter may wait for a call once started: every attempt up to its deadline, the
+def longest_call_s(options: CallOptions, answer_grace_s: float = 0.0, start_deadline_s: float = 0.0) -> float:
+    """How long a waiter may wait for a call once started: every attempt up to its deadline (with
+    the platform's ``answer_grace_s`` and the re-deliveries after a missed ``start_deadline_s``), the
     backoffs between them, and one more grace for the outcome to reach the waiter."""
     grace = deadline_grace_s(options.timeout_s)
     backoff = sum(options.retry_backoff_s * 2**a * 1.5 for a in range(options.retries))
-    return (options.retries + 1) * (options.timeout_s + grace) + backoff + grace
+    attempt = options.timeout_s + answer_grace_s + grace + MAX_REDELIVERIES * start_deadline_s
+    return (options.retries + 1) * attempt + backoff + grace
 
 
 @dataclass(eq=False)
@@ -67,11 +73,14 @@ class _Call:
     future: cf.Future[Any]
     unwrap: bool
     attempt: int = 0
+    #: Nonces of this attempt's deliveries, the latest last (a call that never started is sent again).
+    deliveries: list[str] = field(default_factory=list)
     started: bool = False
     #: Set once this attempt's outcome was taken (response, failure or missed deadline).
     settled: bool = field(default=False)
-    #: The deadline watcher's number for this attempt.
+    #: The deadline watcher's numbers for this attempt: its answer deadline and its start deadline.
     watch: int | None = None
+    start_watch: int | None = None
 
     def describe(self) -> str:
         return f"call {self.id} (attempt {self.attempt}) of {self.label}"
@@ -84,23 +93,23 @@ class _Deadlines:
     call leaves at once, so a finished call's future and arguments are never kept alive here.
     """
 
-    def __init__(self, expire: Any) -> None:
-        self._expire = expire
+    def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []
-        self._watched: dict[int, _Call] = {}
+        self._watched: dict[int, tuple[_Call, Any]] = {}
         self._numbers = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def add(self, call: _Call, seconds: float) -> int:
-        """Watch ``call`` for ``seconds``; the number to :meth:`discard` it with."""
+    def add(self, call: _Call, seconds: float, action: Any) -> int:
+        """Call ``action(call)`` in ``seconds`` unless :meth:`discard` is called first with the number
+        this returns."""
         number = next(self._numbers)
         deadline = time.monotonic() + seconds
         with self._cond:
             if self._closed:
                 return number
-            self._watched[number] = call
+            self._watched[number] = (call, action)
             earliest = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, number))
             if self._thread is None:
@@ -124,13 +133,14 @@ class _Deadlines:
                 now = time.monotonic()
                 while self._heap and (self._heap[0][1] not in self._watched or self._heap[0][0] <= now):
                     _, number = heapq.heappop(self._heap)
-                    call = self._watched.pop(number, None)
-                    if call is not None:
+                    watched = self._watched.pop(number, None)
+                    if watched is not None:
+                        call, action = watched
                         self._cond.release()
                         try:
-                            self._expire(call)
+                            action(call)
                         except Exception:  # the watcher must outlive any one call
-                            logger.exception("dask-faas: failing %s at its deadline", call.describe())
+                            logger.exception("dask-faas: deadline of %s", call.describe())
                         finally:
                             self._cond.acquire()
                 self._cond.wait(self._heap[0][0] - now if self._heap else None)
@@ -158,23 +168,34 @@ class Dispatcher:
         Arguments and results up to this many bytes travel inside messages.
     options : CallOptions
         Default limits of a call.
+    start_deadline_s : float, optional
+        For a backend that cannot confirm that a call started (``confirms_start`` False): an attempt
+        with no answer this long after it was sent, and no start mark from any of its deliveries, is
+        delivered again (at most :data:`MAX_REDELIVERIES` times).
     """
 
     def __init__(
-        self, backend: ComputeBackend, job: Job, key: bytes, inline_limit: int, options: CallOptions
+        self,
+        backend: ComputeBackend,
+        job: Job,
+        key: bytes,
+        inline_limit: int,
+        options: CallOptions,
+        start_deadline_s: float | None = None,
     ) -> None:
         self.backend, self.job, self.options, self.inline_limit = backend, job, options, inline_limit
+        self.start_deadline_s = None if backend.confirms_start else start_deadline_s
         self._key = key
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._futures: set[cf.Future[Any]] = set()
-        self._deadlines = _Deadlines(self._expire)
+        self._deadlines = _Deadlines()
         self._warned: dict[Any, Any] = {}  # warnings' "once per location" registry
         self.closed = False
         self._stopped = False
         #: How long a waiter may wait for any call submitted so far (see :func:`longest_call_s`).
-        self.wait_bound_s = longest_call_s(options)
-        self.stats = {"calls": 0, "invocations": 0, "retries": 0, "bytes_received": 0}
+        self.wait_bound_s = self.longest_call_s(options)
+        self.stats = {"calls": 0, "invocations": 0, "retries": 0, "redeliveries": 0, "bytes_received": 0}
 
     def submit(
         self,
@@ -189,7 +210,8 @@ class Dispatcher:
         if options is not None:
             self._check_limits(options, label or function.name)
         call_id = str(next(self._ids))
-        data = serialize.dumps_arguments(function.name, calls, first_index)
+        with serialize.shipping_user_modules(self.job.ship_modules):
+            data = serialize.dumps_arguments(function.name, calls, first_index)
         args = data if len(data) <= self.inline_limit else self.job.put(f"in/{call_id}", data)
         future: cf.Future[Any] = cf.Future()
         call = _Call(
@@ -201,7 +223,7 @@ class Dispatcher:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._futures.add(future)
             self.stats["calls"] += len(calls)
-            self.wait_bound_s = max(self.wait_bound_s, longest_call_s(call.options))
+            self.wait_bound_s = max(self.wait_bound_s, self.longest_call_s(call.options))
         future.add_done_callback(self._forget)
         try:
             self._invoke(call)
@@ -210,6 +232,10 @@ class Dispatcher:
             self._release_args(call)
             raise
         return future
+
+    def longest_call_s(self, options: CallOptions) -> float:
+        """See :func:`longest_call_s`, with this backend's answer grace and start deadline."""
+        return longest_call_s(options, self.backend.answer_grace_s, self.start_deadline_s or 0.0)
 
     def _check_limits(self, options: CallOptions, label: str) -> None:
         """Refuse per-call limits (Dask annotations) the platform cannot grant."""
@@ -249,6 +275,8 @@ class Dispatcher:
             self._futures.discard(future)
 
     def _invoke(self, call: _Call) -> None:
+        call.deliveries.append(secrets.token_hex(4))
+        start_deadline = self.start_deadline_s
         invocation = Invocation(
             job=self.job.id,
             call=call.id,
@@ -258,6 +286,8 @@ class Dispatcher:
             storage=self.job.locator,
             prefix=self.job.prefix,
             inline_limit=self.inline_limit,
+            delivery=call.deliveries[-1],
+            start_mark_s=None if start_deadline is None else start_deadline / 3,
         )
         payload = protocol.seal(invocation, self._key)
         if len(payload) > self.backend.max_payload_bytes:
@@ -270,7 +300,8 @@ class Dispatcher:
         )
         with self._lock:
             self.stats["invocations"] += 1
-        self.backend.invoke(payload, options).add_done_callback(partial(self._on_response, call))
+        delivery = call.deliveries[-1]
+        self.backend.invoke(payload, options).add_done_callback(partial(self._on_response, call, delivery))
 
     def _start(self, call: _Call) -> bool:
         """The backend is about to send ``call``: mark the future running and start its deadline."""
@@ -281,8 +312,29 @@ class Dispatcher:
         elif call.future.done():  # a retry of a call whose future was settled meanwhile
             return False
         timeout = call.options.timeout_s
-        call.watch = self._deadlines.add(call, timeout + deadline_grace_s(timeout))
+        self._deadlines.discard(call.watch)  # a re-delivery: the deadline counts from this send
+        answer_by = timeout + self.backend.answer_grace_s + deadline_grace_s(timeout)
+        call.watch = self._deadlines.add(call, answer_by, self._expire)
+        if self.start_deadline_s is not None and len(call.deliveries) <= MAX_REDELIVERIES:
+            call.start_watch = self._deadlines.add(call, self.start_deadline_s, self._check_started)
         return True
+
+    def _check_started(self, call: _Call) -> None:
+        """At the start deadline of an unanswered attempt: deliver it again unless a delivery started."""
+        if call.settled or call.future.done() or self._stopped:
+            return
+        names = [protocol.start_mark_name(call.id, call.attempt, d) for d in call.deliveries]
+        if any(self.job.exists(name) for name in names):
+            return  # running: its answer deadline applies
+        logger.info(
+            "dask-faas: %s did not start within faas.start-deadline-s=%g; delivering it again",
+            call.describe(),
+            self.start_deadline_s,
+        )
+        with self._lock:
+            self.stats["redeliveries"] += 1
+            self.stats["invocations"] += 1
+        self._invoke_or_fail(call)
 
     def _settle(self, call: _Call) -> bool:
         """Take the outcome of this attempt once (a response and a missed deadline may race)."""
@@ -291,6 +343,7 @@ class Dispatcher:
                 return False
             call.settled = True
         self._deadlines.discard(call.watch)
+        self._deadlines.discard(call.start_watch)
         return True
 
     def _expire(self, call: _Call) -> None:
@@ -301,13 +354,15 @@ class Dispatcher:
             call,
             FunctionTimeoutError(
                 f"{call.describe()}: no response within its time limit timeout_s={limit:g} plus "
-                f"{deadline_grace_s(limit):g} s; the {self.backend.name} platform lost the response "
-                "or did not stop the call"
+                f"{self.backend.answer_grace_s + deadline_grace_s(limit):g} s; the {self.backend.name} "
+                "platform lost the response or did not stop the call"
             ),
         )
 
-    def _on_response(self, call: _Call, response: cf.Future[bytes]) -> None:
-        if not self._settle(call):  # past its deadline: already failed or retried
+    def _on_response(self, call: _Call, delivery: str, response: cf.Future[bytes]) -> None:
+        if delivery != call.deliveries[-1] and (response.cancelled() or response.exception() is not None):
+            return  # a delivery given up on (it never started) failed: the latest one decides
+        if not self._settle(call):  # past its deadline, or another delivery answered first
             if not response.cancelled() and response.exception() is None:
                 self._discard_outputs(call, response.result())
             return
@@ -357,7 +412,14 @@ class Dispatcher:
         if (reply.call, reply.attempt) != (call.id, call.attempt):
             raise IntegrityError(f"response to {call.describe()} answers call {reply.call} instead")
         self.count_received(len(sealed))
+        self._delete_start_mark(reply)
         return reply
+
+    def _delete_start_mark(self, reply: Response) -> None:
+        if reply.stats.get("marked") and reply.stats.get("delivery") is not None:
+            name = protocol.start_mark_name(reply.call, reply.attempt, reply.stats["delivery"])
+            with contextlib.suppress(Exception):  # the job's prefix goes at the end anyway
+                self.job.delete(Ref(f"{self.job.prefix}/{name}", 0))
 
     def _value(self, call: _Call, reply: Response) -> Any:
         """The results of ``reply`` (fetched from storage when large), or the function's error."""
@@ -391,12 +453,15 @@ class Dispatcher:
             reply: Response = protocol.unseal(sealed, self._key, what=f"late response to {call.describe()}")
         except Exception:
             return
+        self._delete_start_mark(reply)
         if isinstance(reply.value, Ref):
             self.job.delete(reply.value)
 
     def _retry(self, call: _Call) -> None:
         delay = call.options.retry_backoff_s * 2**call.attempt * random.uniform(0.5, 1.5)
-        retried = replace(call, attempt=call.attempt + 1, settled=False, watch=None)
+        retried = replace(
+            call, attempt=call.attempt + 1, deliveries=[], settled=False, watch=None, start_watch=None
+        )
         with self._lock:
             self.stats["retries"] += 1
         timer = threading.Timer(delay, self._invoke_or_fail, (retried,))

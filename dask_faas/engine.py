@@ -30,7 +30,6 @@ from dask.local import finish_task, local_callbacks, order, start_state_from_das
 from dask.utils import funcname, key_split
 
 from . import serialize
-from .dispatch import longest_call_s
 from .exceptions import SerializationError
 from .graph import PreparedGraph, key_set
 from .persisted import FaasFuture
@@ -124,7 +123,7 @@ class GraphRun:
         self._function = session.function(run_tasks)
         #: Invocations submitted and not yet taken from the done queue, with their labels.
         self._in_flight: dict[cf.Future[Any], str] = {}
-        #: The longest any of them may take (see :func:`~dask_faas.dispatch.longest_call_s`).
+        #: The longest any of them may take (see :meth:`Session.longest_call_s`).
         self._wait_bound = 0.0
         self._deleter = _Deleter(session)
 
@@ -228,7 +227,7 @@ class GraphRun:
             options, label = self._options(batch), self._label(batch)
             future = self._submit(batch, options, label)
             self._in_flight[future] = label
-            self._wait_bound = max(self._wait_bound, longest_call_s(options))
+            self._wait_bound = max(self._wait_bound, self.session.longest_call_s(options))
             future.add_done_callback(lambda f, b=batch: done.put((f, b)))
 
     def _submit(self, batch: _Batch, options: CallOptions, label: str) -> cf.Future[Any]:

@@ -5,11 +5,11 @@ only medium, and every object is written once, by one attempt, and read only thr
 the graph accepted from that attempt:
 
 - a **mapper** splits its partition into the ``R`` output buckets and writes them as ONE object,
-  ``<job>/<compute>/x/<hh>/<exchange>-m<i>.<call>.<attempt>`` (``hh``: a hash byte spreading the
+  ``<job>/<compute>/x/<hh>/<exchange>-m<i>.<call>.<attempt>.<delivery>`` (``hh``: a hash byte spreading the
   objects over 256 key prefixes, as S3's request limits are per prefix). Its task result is the small
   :class:`Index` (the object's key and the size of each bucket), returned inline with the task result:
-  that is the commit. A retried or duplicated mapper writes another key (call and attempt are in the
-  name), and reducers only ever read the key of the index the scheduler accepted;
+  that is the commit. A retried or duplicated mapper writes another key (call, attempt and delivery
+  are in the name), and reducers only ever read the key of the index the scheduler accepted;
 - a **reducer** reads its bucket from every source object with a ranged GET, in parallel
   (:data:`READ_THREADS`), checks each bucket's tag, decodes the pieces and concatenates them in
   mapper order with dask's own ``_concat``, as the task shuffle does;
@@ -221,7 +221,7 @@ def _write(spec: Spec, part: str, buckets: list[list[Any] | None]) -> Index:
     context = worker.current()
     hh = hashlib.blake2b(f"{spec.name}/{part}".encode(), digest_size=1).hexdigest()
     base = context.store.prefix + (f"/{spec.compute}/x" if spec.compute else "/x")
-    key = f"{base}/{hh}/{spec.name}-{part}.{context.call}.{context.attempt}"
+    key = f"{base}/{hh}/{spec.name}-{part}.{context.tag}"
     store = context.store
     chunks: list[Any] = []
     sizes = array("Q")

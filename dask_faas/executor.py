@@ -106,10 +106,16 @@ class FaasExecutor(cf.Executor):
             retries=_non_negative_int(s, "retries"),
             retry_backoff_s=float(s["retry-backoff-s"]),
         )
-        inline_limit = _non_negative_int(s, "inline-limit")
         self._progress = bool(s["progress"])
         backend_cls: type[ComputeBackend] = compute_registry.load(s["backend"])
         _check_limits(backend_cls, options)
+        # what does not fit in the platform's payloads goes through storage
+        inline_limit = min(_non_negative_int(s, "inline-limit"), backend_cls.inline_capacity())
+        if backend_cls.deployed_beforehand and not s["signing-key"]:
+            raise ConfigError(
+                f"the {backend_cls.name} backend runs a function deployed beforehand, which holds its "
+                "signing key: set 'faas.signing-key' to that key (dask-faas runtime deploy prints it)"
+            )
         self._storage = storage_obj = storage_from_settings(s)
         if storage_obj.process_local:
             raise ConfigError(
@@ -124,8 +130,9 @@ class FaasExecutor(cf.Executor):
             protocol.KEY_ENV: key.hex(),
         }
         backend_obj = backend_cls.from_settings(environment, s)
-        self._job = job = Job(storage_obj, key, s["prefix"])
-        self._calls = calls = Dispatcher(backend_obj, job, key, inline_limit, options)
+        self._job = job = Job(storage_obj, key, s["prefix"], _ship_modules(s, backend_cls))
+        start_deadline = config.positive(s, "start-deadline-s")
+        self._calls = calls = Dispatcher(backend_obj, job, key, inline_limit, options, start_deadline)
         #: Counters of this executor: ``calls``, ``invocations``, ``retries``, ``bytes_received``.
         self.stats = calls.stats
         #: The :class:`~dask_faas.scheduler.ComputeReport` of the latest Dask compute.
@@ -140,6 +147,7 @@ class FaasExecutor(cf.Executor):
             _submit=calls.submit,
             _count_received=calls.count_received,
             _closed=lambda: calls.closed,
+            _longest_call=calls.longest_call_s,
         )
         self._resources = _Resources(calls, job, not isinstance(s["storage"], Storage))
         weakref.finalize(self, self._resources.release)
@@ -291,6 +299,16 @@ class FaasExecutor(cf.Executor):
             logger.exception("dask-faas: shutdown(wait=False) released the executor with calls unfinished")
         finally:
             self._resources.release()
+
+
+def _ship_modules(settings: dict[str, Any], backend: type[ComputeBackend]) -> bool:
+    """``faas.ship-modules``: true, false, or "auto" (for functions deployed beforehand)."""
+    value = settings["ship-modules"]
+    if value == "auto":
+        return backend.deployed_beforehand
+    if not isinstance(value, bool):
+        raise ConfigError(f"setting 'faas.ship-modules' must be true, false or 'auto', got {value!r}")
+    return value
 
 
 def _check_limits(backend: type[ComputeBackend], options: CallOptions) -> None:

@@ -26,9 +26,13 @@ class Job(SignedStore):
         The signing key shared with the functions.
     root : str
         Prefix under which jobs keep their objects.
+    ship_modules : bool
+        Pickle the user's own modules by value when pickling for the job's functions
+        (:func:`~dask_faas.serialize.shipping_user_modules`).
     """
 
-    def __init__(self, storage: Storage, key: bytes, root: str) -> None:
+    def __init__(self, storage: Storage, key: bytes, root: str, ship_modules: bool = False) -> None:
+        self.ship_modules = ship_modules
         self.id = secrets.token_hex(6)
         super().__init__(storage, key, f"{root.strip('/')}/{self.id}")
         self.locator = storage.locator()
@@ -38,7 +42,8 @@ class Job(SignedStore):
 
     def function(self, fn: Any) -> Ref:
         """Upload the pickled ``fn`` once (content-addressed) and return its reference."""
-        data = serialize.dumps_function(fn)
+        with serialize.shipping_user_modules(self.ship_modules):
+            data = serialize.dumps_function(fn)
         digest = hashlib.sha256(data).hexdigest()
         with self._lock:
             ref = self._functions.get(digest)

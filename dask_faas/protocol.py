@@ -33,12 +33,13 @@ __all__ = [
     "new_key",
     "seal",
     "sign_blob",
+    "start_mark_name",
     "unseal",
     "verify_blob",
 ]
 
 #: Protocol version; bumped on any incompatible change of the classes below.
-VERSION = 2
+VERSION = 3
 MAGIC = b"DFAAS"
 #: Environment variable holding the hex signing key in a function's deployment.
 KEY_ENV = "DASK_FAAS_SIGNING_KEY"
@@ -97,6 +98,14 @@ class Invocation:
         The job's storage prefix; outputs go under it.
     inline_limit : int
         Results larger than this many bytes are written to storage instead of returned inline.
+    delivery : str
+        A nonce of this delivery of the attempt. Platforms deliver at least once, and the client sends
+        an attempt again when it never started (its start deadline); every name a function writes holds
+        call, attempt and delivery, so two deliveries never write the same object.
+    start_mark_s : float, optional
+        If the call is still running this many seconds after it started, the function writes the
+        start mark :func:`start_mark_name` (the client looks for it only at the start deadline of a
+        call it has no answer for, to tell a call that never started from a long one).
     """
 
     job: str
@@ -107,7 +116,14 @@ class Invocation:
     storage: dict[str, Any]
     prefix: str
     inline_limit: int
+    delivery: str = "0"
+    start_mark_s: float | None = None
     version: int = VERSION
+
+    @property
+    def tag(self) -> str:
+        """``<call>.<attempt>.<delivery>``: the suffix of every name this delivery writes."""
+        return f"{self.call}.{self.attempt}.{self.delivery}"
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,11 @@ class Response:
     stats: dict[str, Any] = field(default_factory=dict)
     warnings: bytes = b""
     version: int = VERSION
+
+
+def start_mark_name(call: str, attempt: int, delivery: str) -> str:
+    """The job-relative name of the start mark of one delivery (see :attr:`Invocation.start_mark_s`)."""
+    return f"run/{call}.{attempt}.{delivery}"
 
 
 def _tag(key: bytes, *parts: bytes | memoryview) -> bytes:

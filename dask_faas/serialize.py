@@ -7,9 +7,15 @@ the client as ``__cause__`` the way :mod:`concurrent.futures.process` does.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import site
+import sys
+import sysconfig
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import cloudpickle
@@ -25,6 +31,8 @@ __all__ = [
     "loads",
     "loads_error",
     "loads_warnings",
+    "shipping_user_modules",
+    "user_modules",
 ]
 
 PROTOCOL = 5
@@ -38,6 +46,74 @@ def dumps(obj: Any) -> bytes:
 def loads(data: bytes | memoryview) -> Any:
     """Unpickle ``data`` (only ever called on signed data)."""
     return pickle.loads(data)
+
+
+def _installed_roots() -> tuple[str, ...]:
+    """Directories of what a runtime image has: the standard library, site-packages, dask-faas."""
+    paths = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+    paths.add(site.getusersitepackages())
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths.update((here, os.path.join(os.path.dirname(here), "function_runtime")))
+    return tuple(os.path.join(os.path.realpath(p), "") for p in paths if p)
+
+
+_ROOTS: tuple[str, ...] | None = None
+#: module name -> (its file, whether it is the user's), so each file is resolved once
+_classified: dict[str, tuple[str, bool]] = {}
+_ship_lock = threading.RLock()
+
+
+def user_modules() -> list[str]:
+    """Names of the imported modules a runtime image does not have: the user's own.
+
+    The rule: a module loaded from a file outside the standard library, every site-packages
+    directory and dask-faas itself (a script's folder, a project checkout, an editable install, a
+    notebook's neighbours). Built-in and frozen modules, and ``__main__`` (which cloudpickle ships
+    by value anyway), are not counted.
+    """
+    global _ROOTS
+    if _ROOTS is None:
+        _ROOTS = _installed_roots()
+    names = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or name == "__main__":
+            continue
+        known = _classified.get(name)
+        if known is None or known[0] != path:
+            known = _classified[name] = (path, not os.path.realpath(path).startswith(_ROOTS))
+        if known[1]:
+            names.append(name)
+    return names
+
+
+@contextlib.contextmanager
+def shipping_user_modules(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, cloudpickle pickles the user's own modules (:func:`user_modules`) by value.
+
+    Their functions and classes then travel with whatever refers to them, so a function the runtime
+    image cannot import still runs there (``faas.ship-modules``). The registration is undone when
+    the block ends; blocks of different threads take turns. Pickling outside such a block may also
+    pickle those modules by value meanwhile, which is never less portable.
+    """
+    if not enabled:
+        yield
+        return
+    with _ship_lock:
+        registered = []
+        already = cloudpickle.list_registry_pickle_by_value()
+        for name in user_modules():
+            module = sys.modules.get(name)
+            if module is not None and name not in already:
+                cloudpickle.register_pickle_by_value(module)
+                registered.append(module)
+        try:
+            yield
+        finally:
+            for module in registered:
+                with contextlib.suppress(ValueError):
+                    cloudpickle.unregister_pickle_by_value(module)
 
 
 def _describe(obj: Any) -> str:

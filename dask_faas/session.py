@@ -68,6 +68,7 @@ class Session:
     _submit: Callable[..., cf.Future[Any]] = field(repr=False)
     _count_received: Callable[[int], None] = field(repr=False)
     _closed: Callable[[], bool] = field(repr=False)
+    _longest_call: Callable[[CallOptions], float] = field(repr=False)
 
     def function(self, fn: Callable[..., Any]) -> JobFunction:
         """Upload ``fn`` once for the job (content-addressed); the handle to submit it with.
@@ -114,6 +115,11 @@ class Session:
             At once, naming the argument and the item, when an argument cannot be pickled.
         """
         return self._submit(function, calls, unwrap, options, label, first_index)
+
+    def longest_call_s(self, options: CallOptions) -> float:
+        """How long a call with these limits may take from its send to its outcome, on this platform
+        (every attempt, re-delivery and backoff; see :func:`~dask_faas.dispatch.longest_call_s`)."""
+        return self._longest_call(options)
 
     def count_received(self, nbytes: int) -> None:
         """Count bytes that reached the client (for the compute report)."""

@@ -49,6 +49,10 @@ class SignedStore:
         """
         return protocol.verify_blob(self.storage.get(ref.key), self._key, ref.key)
 
+    def exists(self, name: str) -> bool:
+        """Whether an object ``<prefix>/<name>`` exists (its content unchecked)."""
+        return self.storage.exists(f"{self.prefix}/{name}")
+
     def delete(self, *refs: Ref) -> None:
         """Delete objects that are no longer needed."""
         if refs:

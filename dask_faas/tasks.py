@@ -3,7 +3,7 @@
 The client (:mod:`dask_faas.scheduler`) holds references, not data: a task's inputs arrive as
 :class:`~dask_faas.protocol.Ref` (a signed object in storage, fetched here) or :class:`Inline` (a small
 pickled value carried in the payload). Each output is pickled once and either returned inline, when
-small, or written to storage under a per-call, per-attempt name, so a retried or duplicated
+small, or written to storage under a per-call, per-attempt, per-delivery name, so a retried or duplicated
 invocation never overwrites what another attempt wrote.
 """
 
@@ -86,7 +86,7 @@ def run_tasks(
         if len(pickled) <= inline_limit:
             outputs.append((key, Inline(pickled)))
         else:
-            name = f"{key_name(key)}.{context.call}.{context.attempt}"
+            name = f"{key_name(key)}.{context.tag}"
             outputs.append((key, store.put(name, pickled)))
     return outputs
 

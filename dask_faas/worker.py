@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -44,12 +45,21 @@ class Context:
     call : str
         The call id.
     attempt : int
-        The attempt number; outputs written under per-attempt names never collide with a retry's.
+        The attempt number.
+    delivery : str
+        The nonce of this delivery of the attempt (a platform may deliver one attempt twice).
     """
 
     store: SignedStore
     call: str
     attempt: int
+    delivery: str = "0"
+
+    @property
+    def tag(self) -> str:
+        """``<call>.<attempt>.<delivery>``: end every name this invocation writes with it, so that no
+        retry or duplicated delivery ever overwrites what another one wrote."""
+        return f"{self.call}.{self.attempt}.{self.delivery}"
 
     @property
     def storage(self) -> Storage:
@@ -107,6 +117,7 @@ class Runtime:
         warm = self.invocations > 0
         self.invocations += 1
         token = None
+        mark: _StartMark | None = None
         # warnings pass this process's filters (catch_warnings starts their "once per location"
         # memory afresh), are kept once per location, and are issued again on the client
         caught = serialize.WarningRecorder()
@@ -114,7 +125,8 @@ class Runtime:
             warnings.showwarning = caught.record
             try:
                 store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
-                token = _current.set(Context(store, inv.call, inv.attempt))
+                token = _current.set(Context(store, inv.call, inv.attempt, inv.delivery))
+                mark = _StartMark(store, inv)
                 fn = self._function(store, inv.function)
                 calls = serialize.loads(self._read(store, inv.args))
                 results = [fn(*args, **kwargs) for args, kwargs in calls]
@@ -126,7 +138,9 @@ class Runtime:
             finally:
                 if token is not None:
                     _current.reset(token)
+                marked = mark.cancel() if mark is not None else False
         stats = {"pid": os.getpid(), "warm": warm, "seconds": time.perf_counter() - started}
+        stats.update(delivery=inv.delivery, marked=marked)
         response = Response(inv.call, inv.attempt, ok, value, stats, caught.dumps())
         return protocol.seal(response, self._key)
 
@@ -151,7 +165,44 @@ class Runtime:
     def _output(store: SignedStore, inv: Invocation, data: bytes) -> bytes | Ref:
         if len(data) <= inv.inline_limit:
             return data
-        return store.put(f"out/{inv.call}.{inv.attempt}", data)
+        return store.put(f"out/{inv.tag}", data)
+
+
+class _StartMark:
+    """Writes the invocation's start mark if the call is still running ``start_mark_s`` after it began.
+
+    Short calls (most of them) write nothing; a long one writes one small object, which tells the
+    client at its start deadline that this delivery did start (see :attr:`Invocation.start_mark_s`).
+    """
+
+    def __init__(self, store: SignedStore, inv: Invocation) -> None:
+        self._store, self._name = store, protocol.start_mark_name(inv.call, inv.attempt, inv.delivery)
+        self._lock = threading.Lock()
+        self._state = "waiting"  # -> "written" or "cancelled"
+        self._timer: threading.Timer | None = None
+        if inv.start_mark_s is not None:
+            self._timer = threading.Timer(inv.start_mark_s, self._write)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _write(self) -> None:
+        with self._lock:
+            if self._state != "waiting":
+                return
+            try:
+                self._store.put(self._name, b"")
+            except Exception:  # a mark that cannot be written costs a re-delivery at most
+                return
+            self._state = "written"
+
+    def cancel(self) -> bool:
+        """Stop the timer; return whether the mark was written (the client then deletes it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            written = self._state == "written"
+            self._state = "cancelled"
+        return written
 
 
 def _dumps_results(results: list[Any]) -> bytes:

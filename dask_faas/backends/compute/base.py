@@ -26,7 +26,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["ComputeBackend", "InvokeOptions"]
+__all__ = ["ENVELOPE_BYTES", "ComputeBackend", "InvokeOptions"]
+
+#: Room kept in every payload and response for what is not arguments or results.
+ENVELOPE_BYTES = 64 * 2**10
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,30 @@ class ComputeBackend(abc.ABC):
     #: Largest memory setting the platform allows, in MB.
     max_memory_mb: ClassVar[int] = 10240
 
+    #: Whether the backend knows that a call it sent has started (the local pool writes it to a live
+    #: process). When False, the client sends an attempt again if no delivery of it started within
+    #: ``faas.start-deadline-s`` (platforms deliver at least once and may lose a call they accepted).
+    confirms_start: ClassVar[bool] = False
+    #: Whether the functions were deployed beforehand (``dask-faas runtime deploy``) with their own
+    #: environment and signing key, rather than started by the backend with the ``environment``
+    #: it is given (the local pool).
+    deployed_beforehand: ClassVar[bool] = False
+    #: How long past its ``timeout_s`` a call's answer may legitimately take (a remote platform's
+    #: cold start is not part of the call's timeout).
+    answer_grace_s: ClassVar[float] = 0.0
+
     #: How many invocations may run at once (an instance attribute: it may depend on settings).
     concurrency: int = 1000
+
+    @classmethod
+    def inline_capacity(cls) -> int:
+        """Most bytes of arguments or results that fit inline in one payload or response.
+
+        The envelope (signature, call ids, storage locator) is deducted from
+        :attr:`max_payload_bytes`; backends that encode payloads (base64 in JSON) deduct that too.
+        The executor lowers ``faas.inline-limit`` to this, so anything larger goes through storage.
+        """
+        return cls.max_payload_bytes - ENVELOPE_BYTES
 
     @classmethod
     def from_settings(cls, environment: dict[str, str], settings: dict[str, Any]) -> ComputeBackend:

@@ -169,6 +169,7 @@ class LocalBackend(ComputeBackend):
     """
 
     name = "local"
+    confirms_start = True
     max_payload_bytes = 64 * 2**20
     max_timeout_s = 24 * 3600.0
     max_memory_mb = 1 << 20
