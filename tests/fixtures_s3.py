@@ -6,6 +6,7 @@ Fixtures
 --------
 s3_endpoint (session)       URL of a moto server that accepts any credentials
 s3_bucket                   a fresh bucket on it, emptied and deleted afterwards
+s3_module_bucket (module)   the same, shared by the tests of one module
 s3_storage                  an S3Storage on that bucket
 s3_endpoint_auth (session)  a second moto server that enforces IAM authentication (see below)
 """
@@ -25,7 +26,7 @@ import pytest
 
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV, start_moto_server, stop_process
 
-__all__ = ["AuthS3", "s3_bucket", "s3_endpoint", "s3_endpoint_auth", "s3_storage"]
+__all__ = ["AuthS3", "s3_bucket", "s3_endpoint", "s3_endpoint_auth", "s3_module_bucket", "s3_storage"]
 
 DUMMY_ENV = LOOPBACK_AWS_ENV  # never the developer's ~/.aws, never a proxy for loopback
 UNSET_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
@@ -109,6 +110,17 @@ def _s3_admin(s3_endpoint: str) -> Iterator[Any]:
 @pytest.fixture
 def s3_bucket(_s3_admin: Any) -> Iterator[str]:
     """A fresh, uniquely named bucket; its objects and itself are deleted afterwards."""
+    bucket = f"test-{uuid.uuid4().hex[:20]}"
+    _s3_admin.create_bucket(Bucket=bucket)
+    try:
+        yield bucket
+    finally:
+        _drop_bucket(_s3_admin, bucket)
+
+
+@pytest.fixture(scope="module")
+def s3_module_bucket(_s3_admin: Any) -> Iterator[str]:
+    """A fresh bucket shared by the tests of one module; emptied and deleted afterwards."""
     bucket = f"test-{uuid.uuid4().hex[:20]}"
     _s3_admin.create_bucket(Bucket=bucket)
     try:

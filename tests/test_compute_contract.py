@@ -18,8 +18,10 @@ back, with the public functions of ``protocol``, ``serialize`` and ``job``.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +31,7 @@ from typing import Any
 
 import pytest
 from conftest import child_pids, hold_memory
+from fixtures_platforms import FUNCTION_ENV, LAMBDA_ROLE, OPENWHISK_AUTH, Platforms
 
 from dask_faas import (
     ConfigError,
@@ -45,9 +48,11 @@ from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.job import Job
 from dask_faas.protocol import Invocation, Ref, Response
 
-#: ``(environment, concurrency) -> backend``: the backend deployed with ``environment`` (signing key,
-#: storage credentials) that runs at most ``concurrency`` calls at once.
-BackendFactory = Callable[[Mapping[str, str], int], ComputeBackend]
+#: ``(environment, concurrency, memory_mb) -> backend``: the backend deployed with ``environment``
+#: (signing key, storage credentials) that runs at most ``concurrency`` calls at once. ``memory_mb``
+#: is the deployment's memory, for platforms whose memory is set when the function is deployed
+#: (the local pool takes it per call and ignores it).
+BackendFactory = Callable[[Mapping[str, str], int, int], ComputeBackend]
 
 #: Limits of the calls that are not about limits.
 ROOMY = {"timeout_s": 60.0, "memory_mb": 1024}
@@ -112,15 +117,16 @@ class Harness:
     def __init__(self, root: Path, make_backend: BackendFactory) -> None:
         self.storage = LocalStorage(root)
         self.key = protocol.new_key()
-        self.job = Job(self.storage, self.key, "contract")
+        # this module's functions travel by value: a platform's runtime image cannot import them
+        self.job = Job(self.storage, self.key, "contract", ship_modules=True)
         self.environment = {**self.storage.deployment_environment(), protocol.KEY_ENV: self.key.hex()}
         self._make = make_backend
         self._backends: list[ComputeBackend] = []
         self._calls = itertools.count()
 
-    def backend(self, concurrency: int = 2) -> ComputeBackend:
+    def backend(self, concurrency: int = 2, memory_mb: int = 1024) -> ComputeBackend:
         """A new backend for this job (closed at teardown)."""
-        backend = self._make(self.environment, concurrency)
+        backend = self._make(self.environment, concurrency, memory_mb)
         self._backends.append(backend)
         return backend
 
@@ -166,6 +172,10 @@ class Harness:
 
 class ComputeBackendContract:
     """What every compute backend does. Subclass it with a ``make_backend`` fixture."""
+
+    #: What a call past its memory limit fails with: a platform that reports an OOM kill as any
+    #: other death of the instance (Knative's 502) says :class:`WorkerDiedError`, naming the limit.
+    memory_error: type[InvocationError] = FunctionMemoryError
 
     @pytest.fixture
     def make_backend(self) -> BackendFactory:
@@ -220,11 +230,10 @@ class ComputeBackendContract:
         assert harness.result(call, future) == 8, "the backend must keep working after a timeout"
 
     def test_call_over_its_memory_limit_fails_naming_the_call_and_the_limit(self, harness: Harness) -> None:
-        backend = harness.backend(concurrency=1)
+        backend = harness.backend(concurrency=1, memory_mb=150)
         _, future = harness.invoke(backend, hold_memory, 400, memory_mb=150, label="call 8 of hungry")
-        with pytest.raises(FunctionMemoryError, match=r"call 8 of hungry.*memory_mb=150") as info:
+        with pytest.raises(self.memory_error, match=r"call 8 of hungry.*memory_mb=150"):
             future.result(timeout=120)
-        assert isinstance(info.value, MemoryError)
         call, future = harness.invoke(backend, double, 5)
         assert harness.result(call, future) == 10, "the backend must keep working after a memory kill"
 
@@ -313,6 +322,108 @@ class TestLocal(ComputeBackendContract):
     @pytest.fixture
     def make_backend(self) -> BackendFactory:
         local = registry.load("local")
-        return lambda environment, concurrency: local.from_settings(
+        return lambda environment, concurrency, memory_mb: local.from_settings(
             dict(environment), {"workers": concurrency}
         )
+
+
+# -- the platforms, through their emulators (tests/fixtures_platforms.py) -----------------------------
+
+
+@pytest.mark.slow
+class TestAwsLambda(ComputeBackendContract):
+    """AWS Lambda: the Invoke API of the Lambda emulator, functions under awslambdaric."""
+
+    @pytest.fixture
+    def make_backend(self, platforms: Platforms) -> Iterator[BackendFactory]:
+        import boto3
+
+        from dask_faas.backends.compute.aws_lambda import AwsLambdaBackend
+
+        url = platforms.emulator("aws_lambda").url
+        client = boto3.session.Session().client("lambda", endpoint_url=url, region_name="us-east-1")
+        names: list[str] = []
+
+        def make(environment: Mapping[str, str], concurrency: int, memory_mb: int) -> ComputeBackend:
+            names.append(name := f"contract-{secrets.token_hex(4)}")
+            client.create_function(
+                FunctionName=name,
+                PackageType="Image",
+                Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dask-faas:lambda"},
+                Role=LAMBDA_ROLE,
+                MemorySize=memory_mb,
+                Timeout=300,
+                Environment={"Variables": {**FUNCTION_ENV, **environment}},
+            )
+            return AwsLambdaBackend(name, endpoint_url=url, region_name="us-east-1", concurrency=concurrency)
+
+        yield make
+        for name in names:
+            client.delete_function(FunctionName=name)
+        client.close()
+
+
+@pytest.mark.slow
+class TestOpenWhisk(ComputeBackendContract):
+    """Apache OpenWhisk: the REST API of the OpenWhisk emulator, actions in action containers."""
+
+    @pytest.fixture
+    def make_backend(self, platforms: Platforms) -> Iterator[BackendFactory]:
+        import requests
+
+        from dask_faas.backends.compute.openwhisk import OpenWhiskBackend
+
+        url = platforms.emulator("openwhisk").url
+        session = requests.Session()
+        session.trust_env = False
+        session.auth = tuple(OPENWHISK_AUTH.split(":"))
+        names: list[str] = []
+
+        def make(environment: Mapping[str, str], concurrency: int, memory_mb: int) -> ComputeBackend:
+            names.append(name := f"contract-{secrets.token_hex(4)}")
+            action = {
+                "exec": {"kind": "blackbox", "image": "dask-faas/openwhisk:test"},
+                "limits": {"timeout": 300_000, "memory": memory_mb},
+                "parameters": [
+                    {"key": k, "value": v, "init": True} for k, v in {**FUNCTION_ENV, **environment}.items()
+                ],
+            }
+            session.put(
+                f"{url}/api/v1/namespaces/_/actions/{name}", json=action, timeout=30
+            ).raise_for_status()
+            return OpenWhiskBackend(url, OPENWHISK_AUTH, action=name, concurrency=concurrency)
+
+        yield make
+        for name in names:
+            session.delete(f"{url}/api/v1/namespaces/_/actions/{name}", timeout=30)
+        session.close()
+
+
+@pytest.mark.slow
+class TestKnative(ComputeBackendContract):
+    """Knative: our HTTP runtime under func-python, two instances behind the tests' router."""
+
+    memory_error = WorkerDiedError
+
+    @pytest.fixture
+    def make_backend(self, tmp_path: Path) -> Iterator[BackendFactory]:
+        from dask_faas.backends.compute.knative import KnativeBackend
+        from dask_faas.testing.servers import start_emulator
+
+        routers = []
+
+        def make(environment: Mapping[str, str], concurrency: int, memory_mb: int) -> ComputeBackend:
+            token = secrets.token_urlsafe(16)
+            env_file = tmp_path / f"env-{len(routers)}.json"
+            env_file.write_text(json.dumps({**FUNCTION_ENV, **environment, "DASK_FAAS_HTTP_TOKEN": token}))
+            args = ["--env-file", str(env_file), "--instances", str(max(2, concurrency))]
+            routers.append(
+                router := start_emulator(
+                    "dask_faas.testing.knative_router", *args, "--memory-mb", str(memory_mb)
+                )
+            )
+            return KnativeBackend(router.url, token, concurrency=concurrency)
+
+        yield make
+        for router in routers:
+            router.stop()

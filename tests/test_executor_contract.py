@@ -1,10 +1,12 @@
 """Contract suite for ``concurrent.futures.Executor`` semantics.
 
-Every test runs against two executors:
+Every test runs against these executors:
 
 * ``process``: the standard :class:`concurrent.futures.ProcessPoolExecutor` (``max_workers=2``),
   which proves that the suite tests standard semantics and nothing peculiar to dask-faas;
-* ``faas``: :class:`dask_faas.FaasExecutor` with its local warm pool and local directory storage.
+* ``local``: :class:`dask_faas.FaasExecutor` with its local warm pool and local directory storage;
+* ``aws_lambda``, ``openwhisk``, ``knative`` (slow): FaasExecutor on each platform's emulator
+  (``tests/fixtures_platforms.py``), with the S3 test server as storage.
 
 Functions run by the executors are defined at module level so that both executors can pickle them.
 Nothing here asserts on elapsed time: calls that must stay busy wait on a *gate* file that the test
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_platforms import EXECUTOR_KINDS, executor_settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,19 +126,19 @@ def rendezvous(directory, me, other):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["process", "faas"])
+@pytest.fixture(params=["process", *EXECUTOR_KINDS])
 def executor(request, tmp_path):
     if request.param == "process":
         ex = cf.ProcessPoolExecutor(max_workers=2)
     else:
         from dask_faas import FaasExecutor
 
-        ex = FaasExecutor(workers=2, local_storage={"root": str(tmp_path / "storage")})
+        ex = FaasExecutor(**executor_settings(request, request.param, str(tmp_path / "storage")))
     try:
         yield ex
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
-    if request.param == "faas":
+    if request.param != "process":
         assert not list(ex.storage.list(ex.job_prefix)), "the job left objects behind"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from dask.utils_test import GetFunctionTestMixin
+from fixtures_platforms import EXECUTOR_KINDS, executor_settings
 
 from dask_faas import FaasExecutor, faas_get
 from dask_faas.backends.storage import storage_from_settings
@@ -21,12 +22,15 @@ from dask_faas.backends.storage import storage_from_settings
 _executor: FaasExecutor | None = None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def module_executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaasExecutor]:
-    """One executor for the module; shut down, with its job prefix empty, at module teardown."""
+@pytest.fixture(scope="module", autouse=True, params=EXECUTOR_KINDS)
+def module_executor(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaasExecutor]:
+    """One executor for the module per kind (the local pool, each platform's emulator); shut
+    down, with its job prefix empty, at module teardown."""
     global _executor
     root: Path = tmp_path_factory.mktemp("storage")
-    executor = FaasExecutor(workers=2, local_storage={"root": str(root)})
+    executor = FaasExecutor(**executor_settings(request, request.param, str(root)))
     _executor = executor
     try:
         yield executor

@@ -36,6 +36,7 @@ import numpy.testing as npt
 import pandas as pd
 import pandas.testing as pdt
 import pytest
+from fixtures_platforms import EXECUTOR_KINDS, executor_settings
 
 import dask_faas
 from dask_faas import ConfigError, FaasExecutor
@@ -44,11 +45,12 @@ from dask_faas.backends.storage import storage_from_settings
 # -- fixtures and helpers ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaasExecutor]:
-    """One executor for the module (2 warm processes, local storage); checked empty at teardown."""
+@pytest.fixture(scope="module", params=EXECUTOR_KINDS)
+def ex(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaasExecutor]:
+    """One executor for the module per kind (the local pool on local storage, each platform's
+    emulator on the S3 test server); checked empty at teardown."""
     root: Path = tmp_path_factory.mktemp("storage")
-    executor = FaasExecutor(workers=2, local_storage={"root": str(root)})
+    executor = FaasExecutor(**executor_settings(request, request.param, str(root)))
     try:
         yield executor
     finally:

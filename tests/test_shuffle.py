@@ -21,6 +21,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 from dask.diagnostics import Callback
+from fixtures_platforms import PLATFORMS, executor_settings
 
 import dask_faas
 from dask_faas import IntegrityError, exchange, shuffle
@@ -141,6 +142,13 @@ def test_shuffles_equal_the_sync_task_shuffle_on_local_storage(make_executor, pd
 def test_shuffles_equal_the_sync_task_shuffle_on_s3(s3_endpoint, s3_bucket, make_executor, pdf, other):
     s3 = {"bucket": s3_bucket, "endpoint_url": s3_endpoint, "region_name": "us-east-1"}
     run_all(make_executor(storage="s3", s3={**s3, "key": "testing", "secret": "testing"}), pdf, other)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_shuffles_equal_the_sync_task_shuffle_on_each_platform(request, platform, make_executor, pdf, other):
+    """The exchange through a platform's emulator (functions in its instances), storage on S3."""
+    run_all(make_executor(**executor_settings(request, platform, "")), pdf, other)
 
 
 @pytest.mark.parametrize("method", [None, "p2p"])
