@@ -1,0 +1,591 @@
+"""A stand-in for Knative's activator and the Kubernetes Service, in front of real runtime instances.
+
+Run as ``python -m dask_faas.testing.knative_router --port-file F --env-file ENV.json [--instances 2]
+[--instance-concurrency 1] [--timeout-s 300] [--memory-mb 1024]`` (see :mod:`dask_faas.testing.servers`).
+It starts ``--instances`` processes of ``python -m function_runtime.knative`` (Knative's ``minScale``),
+each in its own process group, on a free loopback ``$PORT``, with a clean environment: ``PATH``,
+``HOME`` and ``TMPDIR`` (fresh directories), ``LANG``, ``PYTHONUNBUFFERED=1``, Knative's ``K_SERVICE``,
+``K_CONFIGURATION`` and ``K_REVISION``, the service's variables from ``ENV.json`` and
+``DASK_FAAS_INSTANCE_CONCURRENCY`` (the ``containerConcurrency``); cwd is a fresh empty directory.
+Their output is copied, line by line and prefixed, to this process's output.
+
+Every request outside ``/_emulator/`` is forwarded, ``Authorization`` untouched (the instances check
+the token), round robin to an instance with a free slot; when every slot is taken it waits, as the
+activator queues. Failures are answered as Knative answers them:
+
+- the instance dies mid-request (killed, crashed, or OOMKilled past ``--memory-mb``, sampled from
+  ``/proc`` every 20 ms over its process tree) -> 502 with the reverse proxy's error text;
+- the request runs past ``--timeout-s`` (the revision's ``timeoutSeconds``) -> 504
+  ``activator request timeout``, and the instance is killed;
+
+and a dead instance is started again. Knobs (``POST /_emulator/config``, see :data:`KNOBS` and
+docs/platforms-wire.md) inject throttling (429, or ``throttle_status``), lost and duplicated
+deliveries, kills, latency, and a load mode answered by the router alone. ``GET /_emulator/log``
+holds one record per delivery. SIGTERM stops every instance's process group, then the router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import queue
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["KNOBS", "Instance", "Router", "main"]
+
+#: Fault and load knobs and their defaults (docs/platforms-wire.md).
+KNOBS: dict[str, Any] = {
+    "throttle": 0,  # the next N requests get throttle_status
+    "throttle_status": 429,  # or 503, as an overloaded activator answers
+    "retry_after_s": None,
+    "lose": 0,  # the next N requests are held open, never delivered, until the client closes
+    "duplicate": 0,  # the next N requests are delivered to two instances; the first answer wins
+    "kill": 0,  # the next N deliveries have their instance SIGKILLed kill_after_s after the start
+    "kill_after_s": 0.0,
+    "latency_s": 0.0,  # before each delivery
+    "load_delay_s": None,  # load mode: 200 with an empty body after this delay, no instance
+}
+_THROTTLE_TEXT = {429: "Too Many Requests", 503: "activator overload"}
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "date", "server",
+}  # fmt: skip
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_OUTPUT_LOCK = threading.Lock()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_output(data: bytes) -> None:
+    with _OUTPUT_LOCK:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
+class Instance:
+    """One process of ``python -m function_runtime.knative`` (one pod of the revision).
+
+    Parameters
+    ----------
+    name : str
+        Its slot, e.g. ``instance-0``.
+    environment : dict
+        The service's environment variables (on top of the clean base).
+    concurrency : int
+        Its ``containerConcurrency``.
+    """
+
+    def __init__(self, name: str, environment: dict[str, str], concurrency: int) -> None:
+        self.name, self.port = name, _free_port()
+        self.root = tempfile.mkdtemp(prefix=f"dask-faas-knative-{name}-")
+        work, home, tmp = (os.path.join(self.root, d) for d in ("work", "home", "tmp"))
+        for directory in (work, home, tmp):
+            os.mkdir(directory)
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": home,
+            "TMPDIR": tmp,
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "K_SERVICE": "dask-faas",
+            "K_CONFIGURATION": "dask-faas",
+            "K_REVISION": "dask-faas-00001",
+            **environment,
+            "PORT": str(self.port),
+            "DASK_FAAS_LISTEN_HOST": "127.0.0.1",
+            "DASK_FAAS_INSTANCE_CONCURRENCY": str(concurrency),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "function_runtime.knative"],
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed as a whole
+        )
+        self.pid = self.process.pid
+        self.busy = self.deliveries = 0
+        self.ready = self.replaced = False
+        self.cause: str | None = None  # why the router killed it ("timeout", "memory", "died")
+        self.cause_for: str | None = None  # the request it was killed for (None: all of them)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._copy_output, daemon=True).start()
+
+    def _copy_output(self) -> None:
+        prefix = f"[{self.name} pid {self.pid}] ".encode()
+        for line in self.process.stdout:
+            _write_output(prefix + line)
+
+    @property
+    def alive(self) -> bool:
+        return self.cause is None and self.process.poll() is None
+
+    def wait_ready(self, timeout_s: float, stopping: threading.Event) -> bool:
+        """Wait until ``/health/readiness`` answers 200; False if it exited or timed out."""
+        deadline = time.monotonic() + timeout_s
+        while self.alive and not stopping.is_set() and time.monotonic() < deadline:
+            try:
+                with _OPENER.open(f"http://127.0.0.1:{self.port}/health/readiness", timeout=2) as answer:
+                    if answer.status == 200:
+                        return True
+            except OSError:
+                pass
+            stopping.wait(0.05)
+        return False
+
+    def kill(self, cause: str, request_id: str | None = None) -> None:
+        """SIGKILL its process group, remembering why (the first cause wins)."""
+        with self._lock:
+            if self.cause is None:
+                self.cause, self.cause_for = cause, request_id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def outcome_for(self, request_id: str) -> str | None:
+        """After a broken exchange: why it died (``None`` if it is still running after 2 s)."""
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+        if self.cause is None or self.cause_for not in (None, request_id):
+            return "died"
+        return self.cause
+
+    def resident_bytes(self) -> int:
+        """Resident memory of its process tree, from /proc."""
+        total, todo = 0, [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * _PAGE
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo.extend(int(child) for child in f.read().split())
+            except (OSError, ValueError):
+                continue
+        return total
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM its process group (func_python stops gracefully), SIGKILL after ``grace_s``."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+                self.process.wait(timeout=grace_s)
+                break
+            except (ProcessLookupError, PermissionError):
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.process.poll()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Router:
+    """The instances, their slots, the knobs and the delivery log.
+
+    Parameters
+    ----------
+    environment : dict
+        The service's environment variables.
+    instances, concurrency : int
+        How many instances, and how many requests each takes at once.
+    timeout_s : float
+        Knative's ``timeoutSeconds``.
+    memory_mb : int
+        The container's memory limit.
+    """
+
+    def __init__(
+        self, environment: dict[str, str], instances: int, concurrency: int, timeout_s: float, memory_mb: int
+    ) -> None:
+        self.environment, self.concurrency = environment, concurrency
+        self.timeout_s, self.memory_bytes = timeout_s, memory_mb * 2**20
+        self.knobs = dict(KNOBS)
+        self.records: list[dict[str, Any]] = []
+        self.lock = threading.Lock()  # knobs and records
+        self.slots_changed = threading.Condition()  # slots, busy counts, readiness
+        self.stopping = threading.Event()
+        self.slots = [self._spawn(i) for i in range(instances)]
+        self._next = 0
+
+    def _spawn(self, index: int) -> Instance:
+        return Instance(f"instance-{index}", self.environment, self.concurrency)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Wait until every instance is ready, then watch them (memory, deaths)."""
+        for instance in self.slots:
+            if not instance.wait_ready(timeout_s, self.stopping):
+                raise RuntimeError(f"{instance.name} (pid {instance.pid}) did not become ready")
+            instance.ready = True
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop every instance (process groups) and take no more requests."""
+        self.stopping.set()
+        with self.slots_changed:
+            instances = list(self.slots)
+            self.slots_changed.notify_all()
+        threads = [threading.Thread(target=i.stop, args=(5.0,)) for i in instances]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(0.02):
+            for index, instance in enumerate(list(self.slots)):
+                if instance.process.poll() is not None:
+                    if not instance.replaced:
+                        instance.replaced = True
+                        threading.Thread(target=self._restart, args=(index, instance), daemon=True).start()
+                elif self.memory_bytes and instance.resident_bytes() > self.memory_bytes:
+                    instance.kill("memory")  # OOMKilled
+
+    def _restart(self, index: int, dead: Instance) -> None:
+        dead.cleanup()
+        if not dead.ready:  # it never started: no crash loop at full speed
+            self.stopping.wait(1.0)
+        with self.slots_changed:
+            if self.stopping.is_set():
+                return
+            instance = self.slots[index] = self._spawn(index)
+        if instance.wait_ready(60.0, self.stopping):
+            with self.slots_changed:
+                instance.ready = True
+                self.slots_changed.notify_all()
+        else:
+            instance.kill("died")  # the watcher starts another
+
+    def _acquire(self, gone: Any, exclude: Instance | None = None) -> tuple[Instance, bool] | None:
+        """A free slot, round robin (waiting while all are busy); None if ``gone()`` or stopping."""
+        with self.slots_changed:
+            while not self.stopping.is_set():
+                count = len(self.slots)
+                for k in range(count):
+                    index = (self._next + k) % count
+                    instance = self.slots[index]
+                    usable = instance.ready and instance.alive and instance.busy < self.concurrency
+                    if usable and (instance is not exclude or count == 1):
+                        instance.busy += 1
+                        instance.deliveries += 1
+                        self._next = index + 1
+                        return instance, instance.deliveries == 1
+                if gone():
+                    return None
+                self.slots_changed.wait(0.1)
+        return None
+
+    def _release(self, instance: Instance) -> None:
+        with self.slots_changed:
+            instance.busy -= 1
+            self.slots_changed.notify_all()
+
+    # -- knobs and log ------------------------------------------------------------------------
+
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge knobs (``{"reset": true}`` first restores the defaults and clears the log)."""
+        unknown = sorted(set(changes) - set(KNOBS) - {"reset"})
+        if unknown:
+            raise ValueError(f"unknown knob(s) {unknown}; known: {sorted(KNOBS)}")
+        with self.lock:
+            if changes.get("reset"):
+                self.knobs, self.records = dict(KNOBS), []
+            self.knobs.update({k: v for k, v in changes.items() if k != "reset"})
+            return dict(self.knobs)
+
+    def take(self, knob: str) -> bool:
+        """Use one of the next N of a counting knob."""
+        with self.lock:
+            if self.knobs[knob] > 0:
+                self.knobs[knob] -= 1
+                return True
+            return False
+
+    def record(self, **fields: Any) -> dict[str, Any]:
+        with self.lock:
+            self.records.append(fields)
+        return fields
+
+    def log(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for r in self.records]
+
+    # -- one request --------------------------------------------------------------------------
+
+    def invoke(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The answer to one forwarded request: (status, headers, body), or None to hang up."""
+        knobs = self.configure({})
+        if self.take("throttle"):
+            status = int(knobs["throttle_status"])
+            headers = (
+                [] if knobs["retry_after_s"] is None else [("Retry-After", f"{knobs['retry_after_s']:g}")]
+            )
+            return _text(status, _THROTTLE_TEXT.get(status, "Too Many Requests"), headers)
+        if knobs["load_delay_s"] is not None:
+            self.stopping.wait(float(knobs["load_delay_s"]))
+            self.record(**request.fields(None, False), ended=time.time(), outcome="load")
+            return 200, [("Content-Type", "application/octet-stream")], b""
+        if self.take("lose"):
+            record = self.record(**request.fields(None, False), ended=None, outcome="lost")
+            while not self.stopping.is_set() and not request.gone():
+                self.stopping.wait(0.1)
+            record["ended"] = time.time()
+            return None
+        if knobs["latency_s"]:
+            self.stopping.wait(float(knobs["latency_s"]))
+        kill_after = float(knobs["kill_after_s"]) if self.take("kill") else None
+        if not self.take("duplicate"):
+            delivered = self._deliver(request, kill_after)
+            if delivered is None:
+                return None
+            self.record(**delivered[1])
+            return delivered[0]
+        return self._deliver_twice(request, kill_after)
+
+    def _deliver_twice(self, request: Request, kill_after: float | None) -> Any:
+        first = self._acquire(request.gone)
+        if first is None:
+            return None
+        answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        lock, answered = threading.Lock(), []
+
+        def run(kill: float | None, slot: Any) -> None:
+            delivered = self._deliver(request, kill, slot, exclude=first[0])
+            with lock:
+                winner = not answered
+                answered.append(True)
+            if delivered is not None:
+                self.record(**{**delivered[1], **({} if winner else {"outcome": "duplicate"})})
+            if winner:
+                answers.put(None if delivered is None else delivered[0])
+
+        threading.Thread(target=run, args=(kill_after, first), daemon=True).start()
+        threading.Thread(target=run, args=(None, None), daemon=True).start()
+        return answers.get()
+
+    def _deliver(
+        self, request: Request, kill_after: float | None, slot: Any = None, exclude: Instance | None = None
+    ) -> tuple[tuple[int, list[tuple[str, str]], bytes], dict[str, Any]] | None:
+        """Forward to one instance: (answer, log record), or None if the caller left while queued."""
+        slot = slot or self._acquire(self.stopping.is_set if exclude else request.gone, exclude)
+        if slot is None:
+            return None
+        instance, cold = slot
+        fields = request.fields(instance.pid, cold)
+        fields["started"] = time.time()
+        timers = [threading.Timer(self.timeout_s, instance.kill, ("timeout", request.id))]
+        if kill_after is not None:
+            timers.append(threading.Timer(kill_after, instance.kill, ("died", request.id)))
+        for timer in timers:
+            timer.daemon = True
+            timer.start()
+        conn = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=self.timeout_s + 30)
+        try:
+            conn.request(request.method, request.path, request.body, dict(request.headers))
+            response = conn.getresponse()
+            body = response.read()
+            headers = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+            answer, outcome = (response.status, headers, body), "ok" if response.status < 400 else "error"
+        except (OSError, http.client.HTTPException) as exc:
+            outcome = instance.outcome_for(request.id) or "error"
+            if outcome == "timeout":
+                answer = _text(504, "activator request timeout")
+            else:  # Go's reverse proxy: http.Error(w, err.Error(), 502)
+                reset = isinstance(exc, ConnectionResetError)
+                where = f"read tcp 127.0.0.1->127.0.0.1:{instance.port}: read: connection reset by peer"
+                answer = _text(502, where if reset else "EOF")
+        finally:
+            for timer in timers:
+                timer.cancel()
+            conn.close()
+            self._release(instance)
+        return answer, {**fields, "ended": time.time(), "outcome": outcome}
+
+
+def _text(
+    status: int, text: str, headers: Sequence[tuple[str, str]] = ()
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """An error as Go's ``http.Error`` writes it."""
+    fields = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
+    return status, [*fields, *headers], f"{text}\n".encode()
+
+
+class Request:
+    """One request to forward: what the instance gets, and how to tell that its client left."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        self.received = time.time()
+        self.method, self.path, self.body = handler.command, handler.path, body
+        headers = [(k, v) for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP]
+        self.id = handler.headers.get("X-Request-Id") or uuid.uuid4().hex
+        if not handler.headers.get("X-Request-Id"):
+            headers.append(("X-Request-Id", self.id))
+        self.headers = headers
+        self._connection = handler.connection
+
+    def fields(self, instance: int | None, cold: bool) -> dict[str, Any]:
+        return {"request_id": self.id, "instance": instance, "received": self.received, "started": None,
+                "cold": cold}  # fmt: skip
+
+    def gone(self) -> bool:
+        """Whether the client closed its connection (the request was read whole)."""
+        poller = select.poll()  # not select(): a router holding 1,000+ requests has fds past 1024
+        poller.register(self._connection, select.POLLIN)
+        try:
+            return bool(poller.poll(0)) and not self._connection.recv(
+                1, socket.MSG_PEEK | socket.MSG_DONTWAIT
+            )
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Control routes, and every other request forwarded through the :class:`Router`."""
+
+    protocol_version = "HTTP/1.1"
+    server: Server
+
+    def _dispatch(self) -> None:
+        body = self._read_body()
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/_emulator/"):
+            return self._control(path, body)
+        answer = self.server.router.invoke(Request(self, body))
+        if answer is None:
+            self.close_connection = True
+        else:
+            self._answer(*answer)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _control(self, path: str, body: bytes) -> None:
+        router = self.server.router
+        if path == "/_emulator/health" and self.command == "GET":
+            slots = [
+                {"name": i.name, "pid": i.pid, "port": i.port, "ready": i.ready and i.alive, "busy": i.busy}
+                for i in router.slots
+            ]
+            return self._json(200, {"ok": True, "instances": slots})
+        if path == "/_emulator/log" and self.command == "GET":
+            return self._json(200, router.log())
+        if path == "/_emulator/config" and self.command == "POST":
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("the knobs must be a JSON object")
+                return self._json(200, router.configure(changes))
+            except ValueError as exc:
+                return self._json(400, {"error": str(exc)})
+        self._json(404, {"error": f"no emulator route {self.command} {path}"})
+
+    def _json(self, status: int, value: Any) -> None:
+        self._answer(status, [("Content-Type", "application/json")], json.dumps(value).encode())
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request would drown the instances' output in load mode
+
+
+class Server(ThreadingHTTPServer):
+    """Threaded, with a deep accept queue: it holds thousands of requests at once."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 4096
+
+    def __init__(self, router: Router) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.router = router
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the instances, serve until SIGTERM, stop the instances."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port-file", required=True, help="where to write the base URL once serving")
+    parser.add_argument("--env-file", required=True, help="JSON object: the service's environment")
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--instance-concurrency", type=int, default=1)
+    parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--memory-mb", type=int, default=1024)
+    args = parser.parse_args(argv)
+    with open(args.env_file) as f:
+        environment = {str(k): str(v) for k, v in json.load(f).items()}
+    threading.stack_size(1 << 20)  # a thread per request: keep each one small
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # and a socket per request
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    router = Router(environment, args.instances, args.instance_concurrency, args.timeout_s, args.memory_mb)
+    server = Server(router)
+    try:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        router.start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with open(args.port_file + ".tmp", "w") as f:
+            f.write(url)
+        os.replace(args.port_file + ".tmp", args.port_file)
+        _write_output(f"knative router on {url}: {len(router.slots)} instances\n".encode())
+        stop.wait()
+    finally:
+        router.stop()
+        server.shutdown()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
