@@ -62,8 +62,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     # data: discovery and CSV planning, read_csv, the writers
     ("data", ("dask_faas.partition", "dask_faas.dataframe", "dask_faas.writers")),
-    # what users touch: the Lithops facade, the command line, test tools, the package's names
-    ("surface", ("dask_faas.compat", "dask_faas.cli", "dask_faas.testing", "dask_faas")),
+    # what users touch: the Lithops facade, deployment of the runtimes, the command line, test tools
+    # (the emulators among them), the package's names
+    ("surface", ("dask_faas.compat", "dask_faas.deploy", "dask_faas.cli", "dask_faas.testing", "dask_faas")),
     # the platforms' entry points: they import dask_faas.worker only (checked below)
     ("entry points", ("function_runtime",)),
 ]
