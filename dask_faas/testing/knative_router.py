@@ -21,7 +21,10 @@ activator queues. Failures are answered as Knative answers them:
 and a dead instance is started again. Knobs (``POST /_emulator/config``, see :data:`KNOBS` and
 docs/platforms-wire.md) inject throttling (429, or ``throttle_status``), lost and duplicated
 deliveries, kills, latency, and a load mode answered by the router alone. ``GET /_emulator/log``
-holds one record per delivery. SIGTERM stops every instance's process group, then the router.
+holds one record per delivery, logged when it starts (``ended`` and ``outcome`` are null until it
+ends; ``instance`` is the instance's pid); of a duplicated request, the delivery that ends second is
+the ``duplicate``, and the answer leaves once both have started. SIGTERM stops every instance's
+process group, then the router.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -68,6 +71,8 @@ _HOP_BY_HOP = {
     "transfer-encoding", "upgrade", "host", "content-length", "date", "server",
 }  # fmt: skip
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+#: An HTTP answer: status, headers, body.
+Answer = tuple[int, list[tuple[str, str]], bytes]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _OUTPUT_LOCK = threading.Lock()
 
@@ -330,10 +335,16 @@ class Router:
                 return True
             return False
 
-    def record(self, **fields: Any) -> dict[str, Any]:
+    def record(self, record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        """Log a delivery (from its start: ``ended`` and ``outcome`` stay null until it ends)."""
         with self.lock:
-            self.records.append(fields)
-        return fields
+            record.update(changes)
+            self.records.append(record)
+        return record
+
+    def update(self, record: dict[str, Any], **changes: Any) -> None:
+        with self.lock:
+            record.update(changes)
 
     def log(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -341,67 +352,79 @@ class Router:
 
     # -- one request --------------------------------------------------------------------------
 
-    def invoke(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    def invoke(self, request: Request) -> Answer | None:
         """The answer to one forwarded request: (status, headers, body), or None to hang up."""
         knobs = self.configure({})
         if self.take("throttle"):
-            status = int(knobs["throttle_status"])
-            headers = (
-                [] if knobs["retry_after_s"] is None else [("Retry-After", f"{knobs['retry_after_s']:g}")]
-            )
+            status, after = int(knobs["throttle_status"]), knobs["retry_after_s"]
+            headers = [] if after is None else [("Retry-After", f"{after:g}")]
             return _text(status, _THROTTLE_TEXT.get(status, "Too Many Requests"), headers)
         if knobs["load_delay_s"] is not None:
             self.stopping.wait(float(knobs["load_delay_s"]))
-            self.record(**request.fields(None, False), ended=time.time(), outcome="load")
+            self.record(request.fields(None, False, None), ended=time.time(), outcome="load")
             return 200, [("Content-Type", "application/octet-stream")], b""
         if self.take("lose"):
-            record = self.record(**request.fields(None, False), ended=None, outcome="lost")
+            record = self.record(request.fields(None, False, None), outcome="lost")
             while not self.stopping.is_set() and not request.gone():
                 self.stopping.wait(0.1)
-            record["ended"] = time.time()
+            self.update(record, ended=time.time())
             return None
         if knobs["latency_s"]:
             self.stopping.wait(float(knobs["latency_s"]))
         kill_after = float(knobs["kill_after_s"]) if self.take("kill") else None
-        if not self.take("duplicate"):
-            delivered = self._deliver(request, kill_after)
-            if delivered is None:
-                return None
-            self.record(**delivered[1])
-            return delivered[0]
-        return self._deliver_twice(request, kill_after)
+        if self.take("duplicate"):
+            return self._deliver_twice(request, kill_after)
+        slot = self._acquire(request.gone)
+        return None if slot is None else self._deliver(request, slot, kill_after)
 
-    def _deliver_twice(self, request: Request, kill_after: float | None) -> Any:
+    def _deliver_twice(self, request: Request, kill_after: float | None) -> Answer | None:
+        """Deliver to two instances; answer with the first to end, once both have started."""
         first = self._acquire(request.gone)
         if first is None:
             return None
-        answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        lock, answered = threading.Lock(), []
+        answers: queue.SimpleQueue[Answer | None] = queue.SimpleQueue()
+        lock, ended, second_started = threading.Lock(), [], threading.Event()
 
-        def run(kill: float | None, slot: Any) -> None:
-            delivered = self._deliver(request, kill, slot, exclude=first[0])
-            with lock:
-                winner = not answered
-                answered.append(True)
-            if delivered is not None:
-                self.record(**{**delivered[1], **({} if winner else {"outcome": "duplicate"})})
-            if winner:
-                answers.put(None if delivered is None else delivered[0])
+        def run(primary: bool) -> None:
+            won: list[bool] = []
 
-        threading.Thread(target=run, args=(kill_after, first), daemon=True).start()
-        threading.Thread(target=run, args=(None, None), daemon=True).start()
-        return answers.get()
+            def label(outcome: str) -> str:
+                with lock:
+                    won.append(not ended)
+                    ended.append(outcome)
+                return outcome if won[0] else "duplicate"
+
+            answer = None
+            try:
+                slot = first if primary else self._acquire(self.stopping.is_set, exclude=first[0])
+                if slot is not None:
+                    started = None if primary else second_started
+                    answer = self._deliver(request, slot, kill_after if primary else None, label, started)
+            finally:
+                if not primary:
+                    second_started.set()
+                if (won and won[0]) or (primary and not won):
+                    answers.put(answer)
+
+        for primary in (True, False):
+            threading.Thread(target=run, args=(primary,), daemon=True).start()
+        answer = answers.get()
+        second_started.wait()
+        return answer
 
     def _deliver(
-        self, request: Request, kill_after: float | None, slot: Any = None, exclude: Instance | None = None
-    ) -> tuple[tuple[int, list[tuple[str, str]], bytes], dict[str, Any]] | None:
-        """Forward to one instance: (answer, log record), or None if the caller left while queued."""
-        slot = slot or self._acquire(self.stopping.is_set if exclude else request.gone, exclude)
-        if slot is None:
-            return None
+        self,
+        request: Request,
+        slot: tuple[Instance, bool],
+        kill_after: float | None,
+        label: Callable[[str], str] | None = None,
+        started: threading.Event | None = None,
+    ) -> Answer:
+        """Forward to the instance of ``slot``, logging the delivery from its start."""
         instance, cold = slot
-        fields = request.fields(instance.pid, cold)
-        fields["started"] = time.time()
+        record = self.record(request.fields(instance.pid, cold, time.time()))
+        if started is not None:
+            started.set()
         timers = [threading.Timer(self.timeout_s, instance.kill, ("timeout", request.id))]
         if kill_after is not None:
             timers.append(threading.Timer(kill_after, instance.kill, ("died", request.id)))
@@ -428,12 +451,11 @@ class Router:
                 timer.cancel()
             conn.close()
             self._release(instance)
-        return answer, {**fields, "ended": time.time(), "outcome": outcome}
+        self.update(record, ended=time.time(), outcome=label(outcome) if label else outcome)
+        return answer
 
 
-def _text(
-    status: int, text: str, headers: Sequence[tuple[str, str]] = ()
-) -> tuple[int, list[tuple[str, str]], bytes]:
+def _text(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> Answer:
     """An error as Go's ``http.Error`` writes it."""
     fields = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
     return status, [*fields, *headers], f"{text}\n".encode()
@@ -452,9 +474,10 @@ class Request:
         self.headers = headers
         self._connection = handler.connection
 
-    def fields(self, instance: int | None, cold: bool) -> dict[str, Any]:
-        return {"request_id": self.id, "instance": instance, "received": self.received, "started": None,
-                "cold": cold}  # fmt: skip
+    def fields(self, instance: int | None, cold: bool, started: float | None) -> dict[str, Any]:
+        """A log record of a delivery of this request."""
+        return {"request_id": self.id, "instance": instance, "received": self.received, "started": started,
+                "ended": None, "cold": cold, "outcome": None}  # fmt: skip
 
     def gone(self) -> bool:
         """Whether the client closed its connection (the request was read whole)."""
