@@ -367,9 +367,9 @@ class Dispatcher:
                 self._discard_outputs(call, response.result())
             return
         if response.cancelled():  # the backend closed before sending it
+            self._release_args(call)
             if not call.future.cancel():  # a retry's future is already running
                 self._finish(call, exc=InvocationError(f"{call.describe()}: not sent, the backend closed"))
-            self._release_args(call)
             return
         try:
             reply = self._reply(call, response.result())
@@ -383,20 +383,21 @@ class Dispatcher:
                 self._reissue_warnings(reply.warnings)
             self._fail(call, exc)
             return
+        # arguments go before the future settles: a waiter that wakes finds nothing of the call left
+        self._release_args(call)
         try:
             self._reissue_warnings(reply.warnings)
         except Warning as escalated:  # a client filter turned a function's warning into an error
             self._finish(call, exc=escalated)
         else:
             self._finish(call, value)
-        self._release_args(call)
 
     def _fail(self, call: _Call, exc: BaseException) -> None:
         if call.attempt < call.options.retries and not call.future.done() and not self._stopped:
             self._retry(call)
             return
-        self._finish(call, exc=exc)
         self._release_args(call)
+        self._finish(call, exc=exc)
 
     @staticmethod
     def _finish(call: _Call, value: Any = None, exc: BaseException | None = None) -> None:

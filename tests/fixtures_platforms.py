@@ -34,7 +34,7 @@ from dask_faas import config, protocol
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV
 from dask_faas.testing.servers import Emulator, start_emulator
 
-__all__ = ["EXECUTOR_KINDS", "PLATFORMS", "Platforms", "executor_settings", "platforms"]
+__all__ = ["EXECUTOR_KINDS", "PLATFORMS", "Platforms", "executor_settings", "lambda_variables", "platforms"]
 
 #: The remote platforms, each with its emulator.
 PLATFORMS = ("aws_lambda", "openwhisk", "knative")
@@ -51,6 +51,14 @@ FUNCTION_ENV = {
     "NO_PROXY": "127.0.0.1,localhost",
 }
 LAMBDA_ROLE = "arn:aws:iam::123456789012:role/dask-faas"
+
+
+def lambda_variables(environment: dict[str, str]) -> dict[str, str]:
+    """A deployment environment as Lambda takes it: ``AWS_*`` names are Lambda's own (reserved);
+    a function's AWS credentials come from its execution role (the emulator's dummy keys)."""
+    return {k: v for k, v in environment.items() if not k.startswith("AWS_")}
+
+
 OPENWHISK_AUTH = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:" + "x" * 64
 
 
@@ -104,7 +112,7 @@ class Platforms:
             Role=LAMBDA_ROLE,
             MemorySize=1024,
             Timeout=300,
-            Environment={"Variables": self.environment},
+            Environment={"Variables": lambda_variables(self.environment)},
         )
         client.close()
         section = {"function-name": "dask-faas", "endpoint-url": emulator.url, "region-name": "us-east-1"}

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from conftest import child_pids, hold_memory
-from fixtures_platforms import FUNCTION_ENV, LAMBDA_ROLE, OPENWHISK_AUTH, Platforms
+from fixtures_platforms import FUNCTION_ENV, LAMBDA_ROLE, OPENWHISK_AUTH, Platforms, lambda_variables
 
 from dask_faas import (
     ConfigError,
@@ -353,7 +353,7 @@ class TestAwsLambda(ComputeBackendContract):
                 Role=LAMBDA_ROLE,
                 MemorySize=memory_mb,
                 Timeout=300,
-                Environment={"Variables": {**FUNCTION_ENV, **environment}},
+                Environment={"Variables": lambda_variables({**FUNCTION_ENV, **environment})},
             )
             return AwsLambdaBackend(name, endpoint_url=url, region_name="us-east-1", concurrency=concurrency)
 

@@ -433,6 +433,8 @@ class Router:
             timer.start()
         conn = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=self.timeout_s + 30)
         try:
+            conn.connect()  # headers and body go in two writes: no Nagle delay between them
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.request(request.method, request.path, request.body, dict(request.headers))
             response = conn.getresponse()
             body = response.read()
@@ -498,6 +500,10 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _dispatch(self) -> None:
         body = self._read_body()
