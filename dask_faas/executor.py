@@ -33,7 +33,7 @@ from .exceptions import ConfigError
 from .job import Job
 from .session import CallOptions, Session
 
-__all__ = ["CallOptions", "FaasExecutor"]
+__all__ = ["CallOptions", "FaasExecutor", "function_environment"]
 
 logger = logging.getLogger("dask_faas")
 
@@ -124,11 +124,7 @@ class FaasExecutor(cf.Executor):
             )
         storage_obj.check()
         key = bytes.fromhex(s["signing-key"]) if s["signing-key"] else protocol.new_key()
-        environment = {
-            **{name: str(value) for name, value in (s["environment"] or {}).items() if value is not None},
-            **storage_obj.deployment_environment(),
-            protocol.KEY_ENV: key.hex(),
-        }
+        environment = function_environment(s, storage_obj, key)
         backend_obj = backend_cls.from_settings(environment, s)
         self._job = job = Job(storage_obj, key, s["prefix"], _ship_modules(s, backend_cls))
         start_deadline = config.positive(s, "start-deadline-s")
@@ -299,6 +295,19 @@ class FaasExecutor(cf.Executor):
             logger.exception("dask-faas: shutdown(wait=False) released the executor with calls unfinished")
         finally:
             self._resources.release()
+
+
+def function_environment(settings: dict[str, Any], storage: Storage, key: bytes) -> dict[str, str]:
+    """The environment of a deployed function: ``faas.environment``, then what the storage's
+    functions need (:meth:`~dask_faas.backends.storage.base.Storage.deployment_environment`), then
+    the signing key. The local pool starts its processes with it; ``dask-faas runtime deploy``
+    writes it into a platform's function."""
+    variables = settings.get("environment") or {}
+    return {
+        **{name: str(value) for name, value in variables.items() if value is not None},
+        **storage.deployment_environment(),
+        protocol.KEY_ENV: key.hex(),
+    }
 
 
 def _ship_modules(settings: dict[str, Any], backend: type[ComputeBackend]) -> bool:

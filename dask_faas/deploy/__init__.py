@@ -191,21 +191,13 @@ def signing_key(settings: Mapping[str, Any], out: Printer | None = None) -> byte
 
 
 def deployment_environment(settings: Mapping[str, Any], key: bytes) -> dict[str, str]:
-    """A function's environment, as :class:`~dask_faas.FaasExecutor` computes it for its backend.
-
-    ``faas.environment``, then the storage's :meth:`~dask_faas.Storage.deployment_environment`
-    (credentials given in ``faas.s3``), then ``DASK_FAAS_SIGNING_KEY``.
-    """
+    """A function's environment, as :class:`~dask_faas.FaasExecutor` computes it for its backend
+    (:func:`~dask_faas.executor.function_environment`)."""
     from ..backends.storage import storage_from_settings
+    from ..executor import function_environment
 
     storage = storage_from_settings(dict(settings))
     try:
-        storage_environment = storage.deployment_environment()
+        return function_environment(dict(settings), storage, key)
     finally:
         storage.close()
-    variables = settings.get("environment") or {}
-    return {
-        **{name: str(value) for name, value in variables.items() if value is not None},
-        **storage_environment,
-        protocol.KEY_ENV: key.hex(),
-    }
