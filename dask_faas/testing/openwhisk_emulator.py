@@ -1,0 +1,1115 @@
+"""An Apache OpenWhisk / IBM Cloud Functions emulator: the controller's REST API over real action containers.
+
+Run as ``python -m dask_faas.testing.openwhisk_emulator --port-file F [--auth UUID:KEY]
+[--api-key IBM_KEY] [--namespace NS] [--concurrency N] [--blocking-window-s S]`` (see
+:mod:`dask_faas.testing.servers`). It implements, with OpenWhisk's status codes, JSON shapes and
+error texts (``core/controller`` and ``common/scala`` of apache/openwhisk):
+
+- actions: ``PUT /api/v1/namespaces/{ns}/actions/{name}[?overwrite=true]`` (Docker actions,
+  ``exec.kind == "blackbox"``), ``GET`` one or the list, ``DELETE``; parameters with ``"init": true``
+  go to the container's ``/init`` as ``value.env``, the others are merged into each invocation;
+- invocations: ``POST .../actions/{name}[?blocking=true[&result=true]]`` and the activation records
+  ``GET .../activations[/{id}]``; the namespace's concurrency limit (429), the 1 MB request (413) and
+  result limits, the action's time and memory limits, containers dying mid-run;
+- authentication: Basic ``uuid:key`` and, for IBM Cloud Functions, IAM bearer tokens from
+  ``POST /identity/token``.
+
+Every action container is a real process, ``sys.executable -m function_runtime.openwhisk`` (the
+Docker action's command) in its own process group, with a clean environment and a fresh empty
+working directory, driven over HTTP through ``/init`` and ``/run``: warm containers are reused, one
+activation at a time each. Their output goes to this process's output, prefixed with the container
+id. SIGTERM (or an action's update or delete, or a limit) kills their process groups; containers are
+also started with a parent-death signal, so none outlives an emulator that is killed outright.
+
+Besides the knobs shared by every emulator (docs/platforms-wire.md), :data:`KNOBS` holds
+``blocking_window_s`` (how long a blocking invoke waits before answering 202) and ``token_ttl_s``
+(the lifetime of the IAM tokens issued from now on). ``GET /_emulator/counters`` counts the token
+requests, tokens issued, invoke requests and throttled answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import hashlib
+import hmac
+import http.client
+import itertools
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["GUEST_AUTH", "KNOBS", "MAX_PAYLOAD_BYTES", "main"]
+
+#: The ``guest`` namespace's key of OpenWhisk's standalone and development deployments.
+GUEST_AUTH = (
+    "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:123zO3xZCLrMN6v2BKK1dXYFpXlPkccOFqm12CdAsMgRU4VrNZ9lyGVCGuMDGIwP"
+)
+#: ``whisk.activation.payload.max`` and ``truncation``: the request and result size limits (1 MB).
+MAX_PAYLOAD_BYTES = 1048576
+#: Fault and load knobs and their defaults (``blocking_window_s`` defaults to ``--blocking-window-s``).
+KNOBS: dict[str, Any] = {
+    "throttle": 0,
+    "retry_after_s": None,
+    "lose": 0,
+    "duplicate": 0,
+    "kill": 0,
+    "kill_after_s": 0.0,
+    "latency_s": 0.0,
+    "load_delay_s": None,
+    "blocking_window_s": 60.0,
+    "token_ttl_s": 3600.0,
+}
+MAX_RECORDS = 100_000  # activation records kept
+IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
+SAMPLE_S = 0.02  # how often the time, memory and kill limits of running containers are checked
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# OpenWhisk's texts (org.apache.openwhisk.http.Messages and pekko-http's defaults)
+NOT_FOUND = "The requested resource does not exist."
+AUTH_INVALID = "The supplied authentication is invalid"
+AUTH_MISSING = "The resource requires authentication, which was not supplied with the request"
+ABNORMAL_INIT = "The action did not initialize and exited unexpectedly."
+ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
+MEMORY_EXHAUSTED = "The action exhausted its memory and was aborted."
+STATUS = ["success", "application error", "action developer error", "whisk internal error"]
+SUCCESS, APPLICATION_ERROR, DEVELOPER_ERROR, WHISK_ERROR = range(4)
+
+
+def _timed_out(timeout_ms: int, init: bool) -> str:
+    return f"The action exceeded its time limits of {timeout_ms} milliseconds" + (
+        " during initialization." if init else "."
+    )
+
+
+def _too_many(count: int, allowed: int) -> str:
+    return f"Too many concurrent requests in flight (count: {count}, allowed: {allowed})."
+
+
+def _ms(t: float) -> int:
+    return int(t * 1000)
+
+
+class HttpError(Exception):
+    """An answer ``{"error": message, "code": <transaction id>}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _malformed(reason: str) -> HttpError:
+    return HttpError(400, f"The request content was malformed:\n{reason}")
+
+
+# -- actions --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Action:
+    """A Docker action as the controller stores it."""
+
+    namespace: str
+    name: str
+    exec: dict[str, Any]
+    limits: dict[str, int]
+    parameters: list[dict[str, Any]]
+    annotations: list[dict[str, Any]]
+    revision: int = 1
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        return f"0.0.{self.revision}"
+
+    def annotation(self, key: str, default: Any) -> Any:
+        return next((a.get("value") for a in self.annotations if a.get("key") == key), default)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "version": self.version,
+            "exec": self.exec,
+            "limits": self.limits,
+            "parameters": self.parameters,
+            "annotations": self.annotations,
+            "publish": False,
+            "updated": _ms(self.updated),
+        }
+
+    def split(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(init environment, arguments)``: the defaults merged with ``payload``, partitioned."""
+        merged = {p["key"]: p.get("value") for p in self.parameters} | payload
+        init_keys = {p["key"] for p in self.parameters if p.get("init")}
+        env = {k: v for k, v in merged.items() if k in init_keys}
+        return env, {k: v for k, v in merged.items() if k not in init_keys}
+
+
+def _parse_action(ns: str, name: str, body: Any, old: Action | None, maxima: tuple[int, int]) -> Action:
+    """Validate a PUT body as OpenWhisk does; an update keeps what the body leaves out."""
+    if not isinstance(body, dict):
+        raise _malformed("the action must be a JSON object")
+    exec_ = body.get("exec", old.exec if old else None)
+    if not isinstance(exec_, dict):
+        raise _malformed("'exec' is required to create an action")
+    if exec_.get("kind") != "blackbox":
+        raise _malformed(
+            f"The specified runtime '{exec_.get('kind')}' is not supported by this platform. "
+            "Valid values are: 'blackbox'."
+        )
+    if not isinstance(exec_.get("image"), str) or not exec_["image"]:
+        raise _malformed("image must be a string defined in 'exec' for 'blackbox' actions")
+    exec_ = {"kind": "blackbox", "image": exec_["image"], "binary": bool(exec_.get("code"))} | (
+        {"code": exec_["code"]} if exec_.get("code") else {}
+    )
+    limits = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1} | (old.limits if old else {})
+    given = body.get("limits") or {}
+    if not isinstance(given, dict):
+        raise _malformed("'limits' must be an object")
+    limits |= {k: given[k] for k in ("timeout", "memory", "logs", "concurrency") if k in given}
+    max_timeout, max_memory = maxima
+    for key, low, high, unit in (
+        ("timeout", 100, max_timeout, "milliseconds"),
+        ("memory", 128, max_memory, "MB"),
+    ):
+        value, label = limits[key], "duration" if key == "timeout" else "memory"
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _malformed(f"'{key}' must be an integer")
+        if value > high:
+            text = f"{label} {value} {unit} exceeds allowed threshold of {high} {unit}"
+            raise _malformed(
+                text
+                if key == "timeout"
+                else f"{label} size {value} MB exceeds allowed threshold of {high} MB"
+            )
+        if value < low:
+            text = f"{label} {value} {unit} below allowed threshold of {low} {unit}"
+            raise _malformed(
+                text if key == "timeout" else f"{label} size {value} MB below allowed threshold of {low} MB"
+            )
+    if limits["concurrency"] != 1:
+        raise _malformed(f"concurrency {limits['concurrency']} exceeds allowed threshold of 1")
+    lists = {}
+    for key in ("parameters", "annotations"):
+        items = body.get(key, getattr(old, key) if old else [])
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("key"), str) for i in items
+        ):
+            raise _malformed(f'\'{key}\' must be a list of {{"key": ..., "value": ...}} objects')
+        lists[key] = [
+            {"key": i["key"], "value": i.get("value")} | ({"init": True} if i.get("init") else {})
+            for i in items
+        ]
+    if not any(a["key"] == "exec" for a in lists["annotations"]):
+        lists["annotations"].append({"key": "exec", "value": "blackbox"})
+    revision = old.revision + 1 if old else 1
+    return Action(ns, name, exec_, limits, lists["parameters"], lists["annotations"], revision)
+
+
+# -- containers -----------------------------------------------------------------------------------
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+class _Spawner:
+    """Starts every container from one long-lived thread, with a parent-death signal.
+
+    Linux ties ``PR_SET_PDEATHSIG`` to the thread that forked, so containers are forked by this
+    thread, which lives as long as the emulator: if the emulator is killed without running its
+    SIGTERM cleanup, the kernel kills its containers.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[tuple[list[str], dict[str, Any], list[Any], threading.Event]]
+        self._requests = queue.SimpleQueue()
+        self._parent = os.getpid()
+        threading.Thread(target=self._loop, name="spawner", daemon=True).start()
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        box: list[Any] = []
+        done = threading.Event()
+        self._requests.put((args, kwargs, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def _die_with_parent(self) -> None:  # in the child, between fork and exec
+        if _LIBC is not None:
+            _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != self._parent:
+            os._exit(1)
+
+    def _loop(self) -> None:
+        while True:
+            args, kwargs, box, done = self._requests.get()
+            try:
+                box.append(subprocess.Popen(args, preexec_fn=self._die_with_parent, **kwargs))
+            except BaseException as exc:
+                box.append(exc)
+            done.set()
+
+
+class Container:
+    """One action container: a process serving ``/init`` and ``/run`` on a loopback port.
+
+    Parameters
+    ----------
+    cid : str
+        The container's id (prefixes its output).
+    key : tuple
+        ``(namespace, action, revision)`` it was started for.
+    """
+
+    def __init__(self, cid: str, key: tuple[str, str, int], spawner: _Spawner, api_host: str) -> None:
+        self.cid, self.key = cid, key
+        self.kill_reason: str | None = None
+        self._lock = threading.Lock()
+        self._root = tempfile.mkdtemp(prefix=f"ow-{cid}-")
+        for sub in ("work", "tmp", "home"):
+            os.mkdir(os.path.join(self._root, sub))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": os.path.join(self._root, "home"),
+            "TMPDIR": os.path.join(self._root, "tmp"),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PORT": str(self.port),
+            "__OW_LISTEN_HOST": "127.0.0.1",
+            "__OW_API_HOST": api_host,
+        }
+        self.process = spawner.popen(
+            [sys.executable, "-m", "function_runtime.openwhisk"],
+            cwd=os.path.join(self._root, "work"),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, name=f"output-{cid}", daemon=True).start()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the container accepts connections; False if it exited or did not in time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                time.sleep(0.01)
+        return False
+
+    def post(self, path: str, body: dict[str, Any], timeout_s: float) -> tuple[int, bytes]:
+        """POST ``body`` as JSON; raises OSError (or http.client's errors) if the container went away."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def alive(self) -> bool:
+        return self.kill_reason is None and self.process.poll() is None
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the container's process group; the first reason given is kept."""
+        with self._lock:
+            if self.kill_reason is None:
+                self.kill_reason = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def _pump(self) -> None:
+        out = sys.stdout.buffer
+        prefix = f"[{self.cid}] ".encode()
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with _OUTPUT:
+                out.write(prefix + line)
+                out.flush()
+        self.process.wait()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+_OUTPUT = threading.Lock()
+
+
+class _Monitor:
+    """One thread checking the time, memory and kill deadlines of every busy container."""
+
+    def __init__(self) -> None:
+        self._watched: dict[Container, tuple[float, int, float | None]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        threading.Thread(target=self._loop, name="monitor", daemon=True).start()
+
+    def watch(
+        self, container: Container, timeout_s: float, memory_mb: int, kill_after_s: float | None
+    ) -> None:
+        now = time.monotonic()
+        kill_at = None if kill_after_s is None else now + kill_after_s
+        with self._lock:
+            self._watched[container] = (now + timeout_s, memory_mb * 2**20, kill_at)
+        self._wake.set()
+
+    def unwatch(self, container: Container) -> None:
+        with self._lock:
+            self._watched.pop(container, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                watched = dict(self._watched)
+            if not watched:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            rss = _group_rss({c.process.pid for c in watched})
+            now = time.monotonic()
+            for container, entry in watched.items():
+                deadline, memory, kill_at = entry
+                reason = (
+                    "timeout"
+                    if now >= deadline
+                    else "memory"
+                    if rss.get(container.process.pid, 0) > memory
+                    else "killed"
+                    if kill_at is not None and now >= kill_at
+                    else None
+                )
+                with self._lock:  # still the same call (not one that started since the snapshot)
+                    if reason and self._watched.get(container) is entry:
+                        container.kill(reason)
+            time.sleep(SAMPLE_S)
+
+
+def _group_rss(groups: set[int]) -> dict[int, int]:
+    """Resident bytes of each process group in ``groups`` (a container's process tree), from /proc."""
+    totals: dict[int, int] = dict.fromkeys(groups, 0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        group = int(fields[2])
+        if group in totals:
+            totals[group] += int(fields[21]) * PAGE
+    return totals
+
+
+# -- the platform ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """What the knobs decided for one invocation."""
+
+    lose: bool = False
+    duplicate: bool = False
+    kill_after_s: float | None = None
+    latency_s: float = 0.0
+    load_delay_s: float | None = None
+    window_s: float = 60.0
+    #: A duplicated invocation's two deliveries meet here once each holds its own container.
+    both_placed: threading.Barrier | None = None
+
+
+class OpenWhisk:
+    """The controller and invoker state: actions, containers, activations, knobs and the log."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.namespace = args.namespace
+        self.auth = args.auth
+        self.api_key = args.api_key
+        self.concurrency = args.concurrency
+        self.maxima = (args.max_timeout_ms, args.max_memory_mb)
+        self.url = ""
+        self.defaults = {**KNOBS, "blocking_window_s": args.blocking_window_s}
+        self.knobs = dict(self.defaults)
+        self.lock = threading.Lock()
+        self.actions: dict[tuple[str, str], Action] = {}
+        self.idle: dict[tuple[str, str, int], list[Container]] = {}
+        self.containers: set[Container] = set()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.log: list[dict[str, Any]] = []
+        self.counters: Counter[str] = Counter()
+        self.tokens: dict[str, float] = {}
+        self.in_flight = 0
+        self.closed = False
+        self._token_secret = secrets.token_bytes(32)
+        self._spawner = _Spawner()
+        self._monitor = _Monitor()
+        self._ids = itertools.count()
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    def authenticate(self, header: str | None, ns: str) -> str:
+        """The namespace a request acts on, or raise 401/403."""
+        challenge = {"WWW-Authenticate": 'Basic realm="OpenWhisk secure realm"'}
+        scheme, _, credentials = (header or "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(credentials, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                given = None
+            if given is None or not hmac.compare_digest(given.encode(), self.auth.encode()):
+                raise HttpError(401, AUTH_INVALID, challenge)
+            if ns not in ("_", self.namespace):
+                raise HttpError(403, f"The supplied authentication is not authorized to access '{ns}'.")
+        elif scheme.lower() == "bearer":
+            with self.lock:
+                expires = self.tokens.get(credentials)
+            if expires is None or time.time() >= expires:
+                raise HttpError(401, AUTH_INVALID, challenge)
+        else:
+            raise HttpError(401, AUTH_MISSING, challenge)
+        return self.namespace if ns == "_" else ns
+
+    def issue_token(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """IBM Cloud IAM's ``POST /identity/token`` for an API key."""
+        with self.lock:
+            self.counters["token_requests"] += 1
+            ttl = float(self.knobs["token_ttl_s"])
+        if form.get("grant_type", [""])[0] != IAM_GRANT:
+            return 400, {"errorCode": "BXNIM0103E", "errorMessage": "Unsupported grant type.", "context": {}}
+        key = form.get("apikey", [""])[0]
+        if not key:
+            return 400, {"errorCode": "BXNIM0107E", "errorMessage": "API key is missing.", "context": {}}
+        if self.api_key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return 400, {
+                "errorCode": "BXNIM0415E",
+                "errorMessage": "Provided API key could not be found.",
+                "context": {},
+            }
+        now = time.time()
+        claims = {"iat": int(now), "exp": int(now + ttl), "iss": self.url + "/identity", "sub": "emulator"}
+        parts = [
+            base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=")
+            for p in ({"alg": "HS256", "typ": "JWT"}, claims)
+        ]
+        signature = hmac.new(self._token_secret, b".".join(parts), hashlib.sha256).digest()
+        token = b".".join([*parts, base64.urlsafe_b64encode(signature).rstrip(b"=")]).decode()
+        with self.lock:
+            self.tokens[token] = now + ttl
+            self.counters["tokens_issued"] += 1
+        body = {
+            "access_token": token,
+            "refresh_token": "not_supported",
+            "token_type": "Bearer",
+            "expires_in": int(ttl),
+            "expiration": int(now + ttl),
+            "scope": "ibm openid",
+        }
+        return 200, body
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def action(self, ns: str, name: str) -> Action:
+        with self.lock:
+            action = self.actions.get((ns, name))
+        if action is None:
+            raise HttpError(404, NOT_FOUND)
+        return action
+
+    def put_action(self, ns: str, name: str, body: Any, overwrite: bool) -> Action:
+        with self.lock:
+            old = self.actions.get((ns, name))
+            if old is not None and not overwrite:
+                raise HttpError(409, "resource already exists")
+            action = _parse_action(ns, name, body, old, self.maxima)
+            self.actions[(ns, name)] = action
+        if old is not None:
+            self._stop_containers(lambda c: c.key[:2] == (ns, name), "updated")
+        return action
+
+    def delete_action(self, ns: str, name: str) -> Action:
+        with self.lock:
+            action = self.actions.pop((ns, name), None)
+        if action is None:
+            raise HttpError(404, NOT_FOUND)
+        self._stop_containers(lambda c: c.key[:2] == (ns, name), "deleted")
+        return action
+
+    def list_actions(self, ns: str) -> list[dict[str, Any]]:
+        with self.lock:
+            actions = [a for (n, _), a in self.actions.items() if n == ns]
+        return [{k: v for k, v in a.to_json().items() if k != "parameters"} for a in actions]
+
+    # -- knobs and log ------------------------------------------------------------------------
+
+    def configure(self, knobs: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            if knobs.get("reset"):
+                self.knobs = dict(self.defaults)
+                self.log.clear()
+                self.counters.clear()
+            unknown = set(knobs) - set(KNOBS) - {"reset"}
+            if unknown:
+                raise HttpError(400, f"unknown knobs: {sorted(unknown)}; known: {sorted(KNOBS)}")
+            self.knobs.update({k: v for k, v in knobs.items() if k != "reset"})
+            return dict(self.knobs)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            self.log.append(record)
+
+    # -- invocations --------------------------------------------------------------------------
+
+    def invoke(
+        self, ns: str, name: str, payload: dict[str, Any], blocking: bool, result_only: bool, auth: str | None
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Accept one invocation; answer ``(status, body, headers)`` as the controller does."""
+        action = self.action(ns, name)
+        received = time.time()
+        with self.lock:
+            self.counters["invoke_requests"] += 1
+            knobs = self.knobs
+            retry = {} if knobs["retry_after_s"] is None else {"Retry-After": f"{knobs['retry_after_s']:g}"}
+            if knobs["throttle"] > 0 or self.in_flight >= self.concurrency:
+                throttled = knobs["throttle"] > 0
+                knobs["throttle"] -= throttled
+                self.counters["throttled"] += 1
+                count = max(self.in_flight, self.concurrency) if throttled else self.in_flight
+                raise HttpError(429, _too_many(count, self.concurrency), retry)
+            loading = knobs["load_delay_s"] is not None
+            lose, duplicate, kill = (
+                _take(knobs, flag, not loading) for flag in ("lose", "duplicate", "kill")
+            )
+            plan = _Plan(
+                lose=lose,
+                duplicate=duplicate,
+                kill_after_s=float(knobs["kill_after_s"]) if kill else None,
+                latency_s=float(knobs["latency_s"]),
+                load_delay_s=knobs["load_delay_s"],
+                window_s=float(knobs["blocking_window_s"]),
+                both_placed=threading.Barrier(2) if duplicate else None,
+            )
+            if not plan.lose:
+                self.in_flight += 1
+        aid = uuid.uuid4().hex
+        headers = {"x-openwhisk-activation-id": aid}
+        accepted = (202, {"activationId": aid}, headers)
+        if plan.lose:
+            self._log(_log_record(aid, None, received, None, None, None, "lost"))
+            if blocking:
+                time.sleep(plan.window_s)
+            return accepted
+        done = threading.Event()
+        if plan.load_delay_s is not None:
+            work = lambda: self._load(action, aid, received, float(plan.load_delay_s), done)  # noqa: E731
+            if blocking and plan.load_delay_s <= plan.window_s:
+                work()
+            else:
+                threading.Timer(0, work).start()
+        else:
+            env, args = action.split(payload)
+            start = lambda dup: self._activate(action, aid, env, args, received, plan, auth, dup, done)  # noqa: E731
+            threading.Thread(target=start, args=(False,), daemon=True).start()
+            if plan.duplicate:
+                threading.Thread(target=start, args=(True,), daemon=True).start()
+        if not blocking or not done.wait(plan.window_s):
+            return accepted
+        with self.lock:
+            record = self.records[aid]
+        code = STATUS.index(record["response"]["status"])
+        status = 200 if code == SUCCESS else 500 if code == WHISK_ERROR else 502
+        return status, record["response"]["result"] if result_only else record, headers
+
+    def _load(self, action: Action, aid: str, received: float, delay: float, done: threading.Event) -> None:
+        time.sleep(delay)
+        ended = time.time()
+        self._log(_log_record(aid, None, received, received, ended, None, "load"))  # before the answer
+        self._finish(action, aid, received, received, ended, SUCCESS, {"dask_faas": ""}, {}, done)
+
+    def _finish(
+        self,
+        action: Action,
+        aid: str,
+        received: float,
+        start: float,
+        end: float,
+        code: int,
+        result: dict[str, Any],
+        extra: dict[str, Any],
+        done: threading.Event,
+    ) -> None:
+        path = f"{action.namespace}/{action.name}"
+        annotations = [
+            {"key": "path", "value": path},
+            {"key": "waitTime", "value": max(0, _ms(start) - _ms(received))},
+            {"key": "kind", "value": "blackbox"},
+            {"key": "timeout", "value": bool(extra.get("timeout"))},
+            {
+                "key": "limits",
+                "value": {k: action.limits[k] for k in ("timeout", "memory", "logs", "concurrency")},
+            },
+        ]
+        if extra.get("init_ms") is not None:
+            annotations.append({"key": "initTime", "value": extra["init_ms"]})
+        record = {
+            "namespace": action.namespace,
+            "name": action.name,
+            "subject": action.namespace,
+            "activationId": aid,
+            "start": _ms(start),
+            "end": _ms(end),
+            "duration": _ms(end) - _ms(start),
+            "response": {
+                "status": STATUS[code],
+                "success": code == SUCCESS,
+                "result": result,
+            },
+            "logs": [],
+            "version": action.version,
+            "publish": False,
+            "annotations": annotations,
+        }
+        if extra.get("size") is not None:
+            record["response"]["size"] = extra["size"]
+        with self.lock:
+            self.records[aid] = record
+            if len(self.records) > MAX_RECORDS:  # load mode: keep the newest
+                del self.records[next(iter(self.records))]
+            self.in_flight -= 1
+        done.set()
+
+    def _activate(
+        self,
+        action: Action,
+        aid: str,
+        env: dict[str, Any],
+        args: dict[str, Any],
+        received: float,
+        plan: _Plan,
+        auth: str | None,
+        duplicate: bool,
+        done: threading.Event,
+    ) -> None:
+        """Deliver one activation to a container (a duplicate delivery's answer is only logged)."""
+        time.sleep(plan.latency_s)
+        timeout_ms = action.limits["timeout"]
+        ow_env = {
+            "namespace": action.namespace,
+            "action_name": f"/{action.namespace}/{action.name}",
+            "action_version": action.version,
+            "activation_id": aid,
+            "transaction_id": uuid.uuid4().hex,
+        }
+        if auth and action.annotation("provide-api-key", True) not in (False, "false"):
+            ow_env["api_key"] = auth
+        container, cold = self._acquire(action)
+        if plan.both_placed is not None:  # two instances: neither is given back before both are placed
+            with contextlib.suppress(threading.BrokenBarrierError):
+                plan.both_placed.wait(timeout=120)
+        start = time.time()
+        init_ms = None
+        code, result, outcome = SUCCESS, {}, "ok"
+        if container is None:
+            code, result, outcome = (
+                WHISK_ERROR,
+                {"error": "Failed to provision resources to run the action."},
+                "error",
+            )
+        elif cold:
+            init_env = {k: _env_text(v) for k, v in env.items()} | {
+                f"__OW_{k.upper()}": v
+                for k, v in (ow_env | {"deadline": str(_ms(time.time()) + timeout_ms)}).items()
+            }
+            value = {"name": action.name, "binary": action.exec["binary"], "main": "main", "env": init_env}
+            value |= {"code": action.exec["code"]} if "code" in action.exec else {}
+            code, result, outcome = self._call(container, "/init", {"value": value}, action, None, init=True)
+            init_ms = _ms(time.time()) - _ms(start)
+        if container is not None and code == SUCCESS:
+            started = time.time()
+            body = {"value": args, **ow_env, "deadline": str(_ms(started) + timeout_ms)}
+            code, result, outcome = self._call(container, "/run", body, action, plan.kill_after_s, init=False)
+        end = time.time()
+        extra = {"init_ms": init_ms, "timeout": outcome == "timeout", "size": len(json.dumps(result))}
+        if container is not None:
+            self._release(container, healthy=code in (SUCCESS, APPLICATION_ERROR))
+        instance = container.cid if container is not None else None
+        if duplicate:
+            self._log(_log_record(aid, instance, received, start, end, cold, "duplicate"))
+            return
+        self._log(_log_record(aid, instance, received, start, end, cold, outcome))  # before the answer
+        self._finish(action, aid, received, start, end, code, result, extra, done)
+
+    def _call(
+        self,
+        container: Container,
+        path: str,
+        body: dict[str, Any],
+        action: Action,
+        kill_after_s: float | None,
+        init: bool,
+    ) -> tuple[int, dict[str, Any], str]:
+        """One /init or /run under the action's limits: ``(status code, result, log outcome)``."""
+        timeout_ms, memory_mb = action.limits["timeout"], action.limits["memory"]
+        self._monitor.watch(container, timeout_ms / 1000, memory_mb, kill_after_s)
+        try:
+            status, data = container.post(path, body, timeout_s=timeout_ms / 1000 + 30)
+        except (OSError, http.client.HTTPException):
+            status, data = None, b""
+        finally:
+            self._monitor.unwatch(container)
+        if container.kill_reason == "timeout":
+            return DEVELOPER_ERROR, {"error": _timed_out(timeout_ms, init)}, "timeout"
+        if container.kill_reason == "memory":
+            return DEVELOPER_ERROR, {"error": MEMORY_EXHAUSTED}, "memory"
+        if status is None or container.kill_reason is not None:
+            return DEVELOPER_ERROR, {"error": ABNORMAL_INIT if init else ABNORMAL_RUN}, "died"
+        return _interpret(status, data, init)
+
+    def _acquire(self, action: Action) -> tuple[Container | None, bool]:
+        """A warm container of ``action`` or a new one (cold), started and accepting connections."""
+        key = (action.namespace, action.name, action.revision)
+        with self.lock:
+            pool = self.idle.get(key, [])
+            while pool:
+                container = pool.pop()
+                if container.alive():
+                    return container, False
+                self.containers.discard(container)
+        for _ in range(3):  # another process may take the free port first
+            cid = f"wsk{next(self._ids)}_{action.name.replace('/', '_')}"
+            container = Container(cid, key, self._spawner, self.url)
+            with self.lock:
+                self.containers.add(container)
+                closed = self.closed
+            if not closed and container.wait_ready(60):
+                return container, True
+            self._stop_containers(lambda c, doomed=container: c is doomed, "start failed")
+            if closed:
+                break
+        return None, True
+
+    def _release(self, container: Container, healthy: bool) -> None:
+        with self.lock:
+            current = self.actions.get(container.key[:2])
+            if healthy and container.alive() and current is not None and current.revision == container.key[2]:
+                self.idle.setdefault(container.key, []).append(container)
+                return
+            self.containers.discard(container)
+        container.kill("destroyed")
+
+    def _stop_containers(self, which: Any, reason: str) -> list[Container]:
+        with self.lock:
+            doomed = [c for c in self.containers if which(c)]
+            self.containers.difference_update(doomed)
+            for pool in self.idle.values():
+                pool[:] = [c for c in pool if c not in doomed]
+        for container in doomed:
+            container.kill(reason)
+        return doomed
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """Kill every container's process group and wait (a bounded time) until they are reaped."""
+        with self.lock:
+            self.closed = True
+        deadline = time.monotonic() + grace_s
+        for container in self._stop_containers(lambda c: True, "emulator stopped"):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                container.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _take(knobs: dict[str, Any], flag: str, allowed: bool) -> bool:
+    """Whether this invocation takes one of the next-N ``flag`` faults (and count it down)."""
+    if allowed and knobs[flag] > 0:
+        knobs[flag] -= 1
+        return True
+    return False
+
+
+def _env_text(value: Any) -> str:
+    """How the invoker stringifies init parameters (``containerInitializer``)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _interpret(status: int, data: bytes, init: bool) -> tuple[int, dict[str, Any], str]:
+    """The activation response for a container's answer (``ActivationResponse.process*ResponseContent``)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        text = data[:MAX_PAYLOAD_BYTES].decode("utf-8", "replace")
+        error = (
+            f"The action produced a response that exceeded the allowed length: {len(data)} > "
+            f"{MAX_PAYLOAD_BYTES} bytes. The truncated response was: {text}"
+        )
+        return (DEVELOPER_ERROR if init else APPLICATION_ERROR), {"error": error}, "error"
+    text = data.decode("utf-8", "replace")
+    try:
+        result = json.loads(text)
+    except ValueError:
+        result = None
+    if init:
+        if status == 200:
+            return SUCCESS, {}, "ok"
+        error = result.get("error") if isinstance(result, dict) else None
+        fallback = "The action failed during initialization" + (f": {text}" if text else ".")
+        return DEVELOPER_ERROR, {"error": error if error is not None else fallback}, "error"
+    if isinstance(result, dict):
+        if status == 200:
+            return (APPLICATION_ERROR, result, "error") if "error" in result else (SUCCESS, result, "ok")
+        error = result.get("error", f"The action did not produce a valid JSON or JSON Array response: {text}")
+        return DEVELOPER_ERROR, {"error": error}, "error"
+    invalid = "The action did not produce a valid JSON or JSON Array response" + (
+        f": {text}" if text else "."
+    )
+    if isinstance(result, list) and status == 200:
+        return SUCCESS, result, "ok"  # type: ignore[return-value]
+    return DEVELOPER_ERROR, {"error": invalid}, "error"
+
+
+def _log_record(
+    aid: str,
+    instance: str | None,
+    received: float,
+    started: float | None,
+    ended: float | None,
+    cold: bool | None,
+    outcome: str,
+) -> dict[str, Any]:
+    return {
+        "request_id": aid,
+        "instance": instance,
+        "received": received,
+        "started": started,
+        "ended": ended,
+        "cold": cold,
+        "outcome": outcome,
+    }
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+_NS = r"/api/v1/namespaces/(?P<ns>[^/]+)"
+_ROUTES = [
+    ("GET", re.compile(r"/api/v1/namespaces/?"), "namespaces"),
+    ("GET", re.compile(_NS + r"/actions/?"), "list_actions"),
+    ("GET", re.compile(_NS + r"/actions/(?P<name>[^/]+(?:/[^/]+)?)"), "get_action"),
+    ("PUT", re.compile(_NS + r"/actions/(?P<name>[^/]+(?:/[^/]+)?)"), "put_action"),
+    ("DELETE", re.compile(_NS + r"/actions/(?P<name>[^/]+(?:/[^/]+)?)"), "delete_action"),
+    ("POST", re.compile(_NS + r"/actions/(?P<name>[^/]+(?:/[^/]+)?)"), "invoke"),
+    ("GET", re.compile(_NS + r"/activations/?"), "list_activations"),
+    ("GET", re.compile(_NS + r"/activations/(?P<aid>[0-9a-f]+)(?P<part>/result|/logs)?"), "get_activation"),
+]
+_MAX_DRAINED = 64 * 2**20  # a larger request body is not read: the connection is closed instead
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes of the controller, IAM and the emulator's control routes."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 300  # an idle keep-alive connection gives its thread back
+    ow: OpenWhisk
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _handle(self, method: str) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        self._tid, self._consumed = uuid.uuid4().hex, False
+        try:
+            status, body, headers = self._route(method, url.path, query)
+        except HttpError as exc:
+            status, body, headers = exc.status, {"error": exc.message, "code": self._tid}, exc.headers
+        except Exception as exc:  # an emulator bug: say so, as the controller's 500 would
+            print(f"emulator error on {method} {self.path}: {exc!r}", file=sys.stderr, flush=True)
+            status, body, headers = 500, {"error": f"Internal server error: {exc!r}", "code": self._tid}, {}
+        if not self._consumed:  # a refused request's body must not be read as the next request
+            self._body()
+        self._send(status, body, headers)
+
+    def _body(self, limit: int | None = None) -> bytes:
+        """The request body (read once); 413 past ``limit`` bytes."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if self._consumed:
+            return b""
+        self._consumed = True
+        too_large = limit is not None and length > limit
+        if length > _MAX_DRAINED:
+            self.close_connection = True
+            data = b""
+        else:
+            data = self.rfile.read(length)
+        if too_large:
+            raise HttpError(413, f"Request larger than allowed: {length} > {limit} bytes.")
+        return data
+
+    def _json(self, limit: int | None = None) -> Any:
+        data = self._body(limit)
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise _malformed(str(exc)) from None
+
+    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        ow = self.ow
+        if path.startswith("/_emulator/"):
+            return self._control(method, path)
+        if path == "/identity/token" and method == "POST":
+            form = urllib.parse.parse_qs(self._body().decode("utf-8", "replace"))
+            status, body = ow.issue_token(form)
+            return status, body, {}
+        for route_method, pattern, name in _ROUTES:  # noqa: B007 (the matching route's name is used)
+            match = pattern.fullmatch(path)
+            if match and route_method == method:
+                break
+        else:
+            raise HttpError(404, NOT_FOUND)
+        groups = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items() if v is not None}
+        auth = self.headers.get("Authorization")
+        ns = ow.authenticate(auth, groups.get("ns", "_"))
+        basic = ow.auth if (auth or "").lower().startswith("basic") else None
+        if name == "namespaces":
+            return 200, [ow.namespace], {}
+        if name == "list_actions":
+            return 200, ow.list_actions(ns), {}
+        if name == "get_action":
+            return 200, ow.action(ns, groups["name"]).to_json(), {}
+        if name == "put_action":
+            body = self._json()
+            return (
+                200,
+                ow.put_action(ns, groups["name"], body, query.get("overwrite") == "true").to_json(),
+                {},
+            )
+        if name == "delete_action":
+            return 200, ow.delete_action(ns, groups["name"]).to_json(), {}
+        if name == "invoke":
+            payload = self._json(limit=MAX_PAYLOAD_BYTES)
+            if payload is not None and not isinstance(payload, dict):
+                raise _malformed("the parameters must be a JSON object")
+            blocking, result_only = query.get("blocking") == "true", query.get("result") == "true"
+            return ow.invoke(ns, groups["name"], payload or {}, blocking, result_only, basic)
+        if name == "list_activations":
+            with ow.lock:
+                records = [r for r in ow.records.values() if r["namespace"] == ns]
+            limit = int(query.get("limit", 30))
+            return 200, [{k: v for k, v in r.items() if k != "response"} for r in records[::-1][:limit]], {}
+        with ow.lock:
+            record = ow.records.get(groups["aid"])
+        if record is None or record["namespace"] != ns:
+            raise HttpError(404, NOT_FOUND)
+        part = groups.get("part")
+        return 200, record["response"] if part == "/result" else {"logs": []} if part else record, {}
+
+    def _control(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        ow = self.ow
+        if path == "/_emulator/health":
+            return 200, {"ok": True}, {}
+        if path == "/_emulator/config" and method == "POST":
+            return 200, ow.configure(self._json() or {}), {}
+        if path == "/_emulator/log":
+            with ow.lock:
+                return 200, list(ow.log), {}
+        if path == "/_emulator/counters":
+            with ow.lock:
+                return 200, dict(ow.counters), {}
+        raise HttpError(404, NOT_FOUND)
+
+    def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client went away
+            self.close_connection = True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 4096  # load mode: 1,000+ clients connecting at once
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM, then kill every container."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--auth", default=GUEST_AUTH, help="the namespace's uuid:key for Basic auth")
+    parser.add_argument("--api-key", default=None, help="the IBM Cloud API key IAM exchanges for tokens")
+    parser.add_argument("--namespace", default="guest")
+    parser.add_argument("--concurrency", type=int, default=1000, help="concurrent activations per namespace")
+    parser.add_argument("--blocking-window-s", type=float, default=60.0)
+    # IBM Cloud Functions' action limits (the client's max_timeout_s and max_memory_mb); Apache
+    # OpenWhisk's default deployment allows 300000 ms and 512 MB
+    parser.add_argument("--max-timeout-ms", type=int, default=600000)
+    parser.add_argument("--max-memory-mb", type=int, default=2048)
+    args = parser.parse_args(argv)
+    ow = OpenWhisk(args)
+    handler = type("BoundHandler", (Handler,), {"ow": ow})
+    server = _Server(("127.0.0.1", 0), handler)
+    ow.url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(ow.url)
+    os.replace(tmp, args.port_file)
+    print(f"openwhisk emulator on {ow.url}, namespace {ow.namespace}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        ow.close()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
