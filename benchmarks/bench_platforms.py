@@ -107,6 +107,7 @@ class Farm:
             em = start_emulator("dask_faas.testing.openwhisk_emulator", "--auth", AUTH, log_path=log)
             action = {
                 "exec": {"kind": "blackbox", "image": "dask-faas/openwhisk:bench"},
+                "annotations": [{"key": "provide-api-key", "value": False}],
                 "limits": {"timeout": 300_000, "memory": 1024},
                 "parameters": [{"key": k, "value": v, "init": True} for k, v in self.env.items()],
             }

@@ -127,6 +127,7 @@ class Platforms:
         user, _, key = OPENWHISK_AUTH.partition(":")
         action = {
             "exec": {"kind": "blackbox", "image": "dask-faas/openwhisk:test"},
+            "annotations": [{"key": "provide-api-key", "value": False}],
             "limits": {"timeout": 300_000, "memory": 1024},
             "parameters": [{"key": k, "value": v, "init": True} for k, v in self.environment.items()],
         }

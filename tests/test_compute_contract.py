@@ -383,6 +383,7 @@ class TestOpenWhisk(ComputeBackendContract):
             names.append(name := f"contract-{secrets.token_hex(4)}")
             action = {
                 "exec": {"kind": "blackbox", "image": "dask-faas/openwhisk:test"},
+                "annotations": [{"key": "provide-api-key", "value": False}],
                 "limits": {"timeout": 300_000, "memory": memory_mb},
                 "parameters": [
                     {"key": k, "value": v, "init": True} for k, v in {**FUNCTION_ENV, **environment}.items()

@@ -141,3 +141,11 @@ def test_a_module_the_functions_cannot_import_runs_remotely(platform, on, tmp_pa
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop(name, None)
+
+
+def test_an_openwhisk_action_gets_no_api_key_of_the_namespace(platforms, on):
+    """OpenWhisk hands an action its namespace's API key unless told not to: ours are told."""
+    import os
+
+    ex = on("openwhisk")
+    assert ex.submit(os.environ.get, "__OW_API_KEY").result(timeout=60) is None

@@ -102,7 +102,11 @@ class OpenWhiskDeployer(Deployer):
                 "memory": config.positive(self.settings, "memory-mb", int),
             },
             "parameters": [{"key": k, "value": v, "init": True} for k, v in environment.items()],
-            "annotations": [{"key": ANNOTATION, "value": __version__}],
+            # the action gets no API key of the namespace: a function holds no credential of the client's
+            "annotations": [
+                {"key": ANNOTATION, "value": __version__},
+                {"key": "provide-api-key", "value": False},
+            ],
         }
 
     def deploy(self, environment: Mapping[str, str]) -> None:
