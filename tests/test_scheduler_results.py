@@ -537,8 +537,9 @@ def test_shuffle_with_enable_equals_sync_task_shuffle(ex, pdf, ddf):
 
 
 def test_set_index_with_enable_equals_sync_and_runs_its_quantiles_on_faas(ex, pdf):
-    # Data of this test only: dask caches the divisions of a set_index by expression name.
-    frame = pdf.assign(k=(pdf.key * 7 + pdf.y) % 31)
+    # Data of this test and executor only: dask caches the divisions of a set_index by expression
+    # name, so the same data on the next executor kind would not compute its quantiles at all.
+    frame = pdf.assign(k=(pdf.key * 7 + pdf.y) % 31, run=ex.job_prefix)
     ddf = dd.from_pandas(frame, npartitions=8)
     before = ex.stats["invocations"]
     with dask_faas.enable(ex):
@@ -562,7 +563,7 @@ def test_set_index_with_enable_equals_sync_and_runs_its_quantiles_on_faas(ex, pd
 
 
 def test_set_index_compute_under_enable_runs_everything_through_the_executor(ex, pdf):
-    frame = pdf.assign(k=(pdf.y * 3 + pdf.key) % 17)
+    frame = pdf.assign(k=(pdf.y * 3 + pdf.key) % 17, run=ex.job_prefix)  # see the test above
     ddf = dd.from_pandas(frame, npartitions=8)
     before = ex.stats["invocations"]
     with dask_faas.enable(ex):
