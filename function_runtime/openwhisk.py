@@ -30,6 +30,7 @@ import base64
 import binascii
 import json
 import os
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,6 +120,10 @@ def _run(message: Any) -> tuple[int, Any]:
 
 class _ActionProxy(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()  # headers and body are two writes: answer without Nagle's delay
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_POST(self) -> None:
         routes = {"/init": _init, "/run": _run}
