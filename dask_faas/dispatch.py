@@ -50,13 +50,20 @@ def deadline_grace_s(timeout_s: float) -> float:
     return max(5.0, 0.1 * timeout_s)
 
 
-def longest_call_s(options: CallOptions, answer_grace_s: float = 0.0, start_deadline_s: float = 0.0) -> float:
+def longest_call_s(
+    options: CallOptions,
+    answer_grace_s: float = 0.0,
+    start_deadline_s: float = 0.0,
+    throttle_deadline_s: float = 0.0,
+) -> float:
     """How long a waiter may wait for a call once started: every attempt up to its deadline (with
-    the platform's ``answer_grace_s`` and the re-deliveries after a missed ``start_deadline_s``), the
-    backoffs between them, and one more grace for the outcome to reach the waiter."""
+    the platform's ``answer_grace_s``, the re-deliveries after a missed ``start_deadline_s`` and the
+    time it may be throttled), the backoffs between them, and one more grace for the outcome to
+    reach the waiter."""
     grace = deadline_grace_s(options.timeout_s)
     backoff = sum(options.retry_backoff_s * 2**a * 1.5 for a in range(options.retries))
     attempt = options.timeout_s + answer_grace_s + grace + MAX_REDELIVERIES * start_deadline_s
+    attempt += throttle_deadline_s
     return (options.retries + 1) * attempt + backoff + grace
 
 
@@ -210,8 +217,7 @@ class Dispatcher:
         if options is not None:
             self._check_limits(options, label or function.name)
         call_id = str(next(self._ids))
-        with serialize.shipping_user_modules(self.job.ship_modules):
-            data = serialize.dumps_arguments(function.name, calls, first_index)
+        data = serialize.dumps_arguments(function.name, calls, first_index, ship=self.job.ship_modules)
         args = data if len(data) <= self.inline_limit else self.job.put(f"in/{call_id}", data)
         future: cf.Future[Any] = cf.Future()
         call = _Call(
@@ -235,7 +241,10 @@ class Dispatcher:
 
     def longest_call_s(self, options: CallOptions) -> float:
         """See :func:`longest_call_s`, with this backend's answer grace and start deadline."""
-        return longest_call_s(options, self.backend.answer_grace_s, self.start_deadline_s or 0.0)
+        backend = self.backend
+        return longest_call_s(
+            options, backend.answer_grace_s, self.start_deadline_s or 0.0, backend.throttle_deadline_s
+        )
 
     def _check_limits(self, options: CallOptions, label: str) -> None:
         """Refuse per-call limits (Dask annotations) the platform cannot grant."""
@@ -296,7 +305,11 @@ class Dispatcher:
                 f"backend's {self.backend.max_payload_bytes}; lower 'faas.inline-limit'"
             )
         options = InvokeOptions(
-            call.options.timeout_s, call.options.memory_mb, call.describe(), partial(self._start, call)
+            call.options.timeout_s,
+            call.options.memory_mb,
+            call.describe(),
+            partial(self._start, call),
+            partial(self._backing_off, call),
         )
         with self._lock:
             self.stats["invocations"] += 1
@@ -309,19 +322,27 @@ class Dispatcher:
             call.started = True
             if not call.future.set_running_or_notify_cancel():
                 return False
-        elif call.future.done():  # a retry of a call whose future was settled meanwhile
+        elif call.future.done() or call.settled:  # a retry settled meanwhile, or this attempt was
             return False
         timeout = call.options.timeout_s
-        self._deadlines.discard(call.watch)  # a re-delivery: the deadline counts from this send
+        # a re-delivery or a send after a backoff: the deadlines count from this send
+        self._backing_off(call)
         answer_by = timeout + self.backend.answer_grace_s + deadline_grace_s(timeout)
         call.watch = self._deadlines.add(call, answer_by, self._expire)
         if self.start_deadline_s is not None and len(call.deliveries) <= MAX_REDELIVERIES:
             call.start_watch = self._deadlines.add(call, self.start_deadline_s, self._check_started)
         return True
 
+    def _backing_off(self, call: _Call, delay: float = 0.0) -> None:
+        """The backend holds ``call`` back (throttled) or sends it again: no deadline runs meanwhile
+        (the backend's ``throttle_deadline_s`` bounds the wait); :meth:`_start` arms them again."""
+        self._deadlines.discard(call.watch)
+        self._deadlines.discard(call.start_watch)
+        call.watch = call.start_watch = None
+
     def _check_started(self, call: _Call) -> None:
         """At the start deadline of an unanswered attempt: deliver it again unless a delivery started."""
-        if call.settled or call.future.done() or self._stopped:
+        if call.settled or call.future.done() or self._stopped or len(call.deliveries) > MAX_REDELIVERIES:
             return
         names = [protocol.start_mark_name(call.id, call.attempt, d) for d in call.deliveries]
         if any(self.job.exists(name) for name in names):
@@ -333,7 +354,6 @@ class Dispatcher:
         )
         with self._lock:
             self.stats["redeliveries"] += 1
-            self.stats["invocations"] += 1
         self._invoke_or_fail(call)
 
     def _settle(self, call: _Call) -> bool:

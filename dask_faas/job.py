@@ -42,8 +42,7 @@ class Job(SignedStore):
 
     def function(self, fn: Any) -> Ref:
         """Upload the pickled ``fn`` once (content-addressed) and return its reference."""
-        with serialize.shipping_user_modules(self.ship_modules):
-            data = serialize.dumps_function(fn)
+        data = serialize.dumps_function(fn, ship=self.ship_modules)
         digest = hashlib.sha256(data).hexdigest()
         with self._lock:
             ref = self._functions.get(digest)

@@ -62,6 +62,8 @@ _ROOTS: tuple[str, ...] | None = None
 #: module name -> (its file, whether it is the user's), so each file is resolved once
 _classified: dict[str, tuple[str, bool]] = {}
 _ship_lock = threading.RLock()
+#: ((len(sys.modules), the last module's name), user modules) of the last scan: an import appends
+_listed: tuple[tuple[int, str | None], list[str]] = ((-1, None), [])
 
 
 def user_modules() -> list[str]:
@@ -72,9 +74,12 @@ def user_modules() -> list[str]:
     notebook's neighbours). Built-in and frozen modules, and ``__main__`` (which cloudpickle ships
     by value anyway), are not counted.
     """
-    global _ROOTS
+    global _ROOTS, _listed
     if _ROOTS is None:
         _ROOTS = _installed_roots()
+    state = (len(sys.modules), next(reversed(sys.modules), None))  # a new import changes both
+    if _listed[0] == state:
+        return list(_listed[1])
     names = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
@@ -85,7 +90,8 @@ def user_modules() -> list[str]:
             known = _classified[name] = (path, not os.path.realpath(path).startswith(_ROOTS))
         if known[1]:
             names.append(name)
-    return names
+    _listed = (state, names)
+    return list(names)
 
 
 @contextlib.contextmanager
@@ -95,7 +101,7 @@ def shipping_user_modules(enabled: bool = True) -> Iterator[None]:
     Their functions and classes then travel with whatever refers to them, so a function the runtime
     image cannot import still runs there (``faas.ship-modules``). The registration is undone when
     the block ends; blocks of different threads take turns. Pickling outside such a block may also
-    pickle those modules by value meanwhile, which is never less portable.
+    pickle those modules by value meanwhile.
     """
     if not enabled:
         yield
@@ -123,8 +129,25 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__} {text}"
 
 
-def dumps_function(fn: Any) -> bytes:
-    """Cloudpickle a function, or raise :class:`SerializationError` naming it."""
+def _shipped(dump: Any, ship: bool) -> bytes:
+    """``dump()`` with the user's modules by value; by reference if that fails (a module-level lock,
+    say, pickles by reference only): the runtime image may then have the module after all."""
+    if ship:
+        try:
+            with shipping_user_modules():
+                return dump()
+        except SerializationError:
+            pass
+    return dump()
+
+
+def dumps_function(fn: Any, ship: bool = False) -> bytes:
+    """Cloudpickle a function (``ship``: with the user's modules by value, see
+    :func:`shipping_user_modules`), or raise :class:`SerializationError` naming it."""
+    return _shipped(lambda: _dumps_function(fn), ship)
+
+
+def _dumps_function(fn: Any) -> bytes:
     try:
         return dumps(fn)
     except Exception as exc:
@@ -133,7 +156,10 @@ def dumps_function(fn: Any) -> bytes:
 
 
 def dumps_arguments(
-    name: str, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], first_index: int | None = None
+    name: str,
+    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+    first_index: int | None = None,
+    ship: bool = False,
 ) -> bytes:
     """Cloudpickle a batch of ``(args, kwargs)``; on failure name the item and the argument.
 
@@ -145,16 +171,22 @@ def dumps_arguments(
         The batch.
     first_index : int, optional
         Index of the batch's first call among the items of a ``map``; the error then names the item.
+    ship : bool
+        Pickle the user's modules by value (:func:`shipping_user_modules`).
 
     Raises
     ------
     SerializationError
         Naming the argument (position or keyword), the item of a map and the function.
     """
-    try:
-        return dumps(list(calls))
-    except Exception as exc:
-        raise _unpicklable_argument(name, calls, first_index, exc) from exc
+
+    def dump() -> bytes:
+        try:
+            return dumps(list(calls))
+        except Exception as exc:
+            raise _unpicklable_argument(name, calls, first_index, exc) from exc
+
+    return _shipped(dump, ship)
 
 
 def _unpicklable_argument(

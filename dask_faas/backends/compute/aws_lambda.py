@@ -33,7 +33,7 @@ from ...exceptions import (
     WorkerDiedError,
 )
 from .base import InvokeOptions
-from .remote import RemoteBackend, Retryable, decode, encode, retry_after_s
+from .remote import RemoteBackend, Retryable, decode, encode, lost_connection, retry_after_s
 
 __all__ = ["AwsLambdaBackend"]
 
@@ -44,6 +44,7 @@ _NOT_NOW = {
     "ResourceNotReadyException",
     "EC2ThrottledException",
     "SnapStartNotReadyException",
+    "ResourceConflictException",  # the function is being created or updated
 }
 
 
@@ -91,6 +92,7 @@ class AwsLambdaBackend(RemoteBackend):
         self._endpoint_url = endpoint_url
         self._clients: dict[int, Any] = {}
         self._clients_lock = threading.Lock()
+        self._transport_closed = False
         where = f"{function_name!r} in {self._session.region_name or 'the default region'}"
         try:
             cfg = self._client(60).get_function_configuration(**self._target())
@@ -126,6 +128,8 @@ class AwsLambdaBackend(RemoteBackend):
         """A Lambda client whose reads wait ``read_timeout_s`` (one per distinct timeout)."""
         seconds = math.ceil(read_timeout_s)
         with self._clients_lock:
+            if self._transport_closed:
+                raise InvocationError(f"the {self.name} backend is closed")
             client = self._clients.get(seconds)
             if client is None:
                 config = botocore.config.Config(
@@ -151,8 +155,10 @@ class AwsLambdaBackend(RemoteBackend):
                 f"(+{self.answer_grace_s:g} s for a cold start); the Lambda function's own Timeout is "
                 f"{self.timeout_s:g} s"
             ) from None
-        except (bce.EndpointConnectionError, bce.ConnectionClosedError) as exc:
+        except (bce.EndpointConnectionError, bce.ConnectTimeoutError) as exc:  # never sent
             raise Retryable(f"connection failed: {exc}") from None
+        except bce.ConnectionClosedError as exc:
+            raise lost_connection(options.label, "Lambda", exc) from None
         body = answer["Payload"].read()
         if "FunctionError" in answer:
             raise self._function_error(body, options)
@@ -167,7 +173,7 @@ class AwsLambdaBackend(RemoteBackend):
         code, message = error.get("Code", ""), error.get("Message", str(exc))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        if code in _NOT_NOW or status in (429, 502, 503):
+        if code in _NOT_NOW or status == 429:
             return Retryable(f"{status} {code}: {message}", retry_after_s(headers))
         if code in ("RequestTooLargeException", "SerializedRequestEntityTooLargeException") or status == 413:
             return PayloadTooLargeError(f"{options.label}: Lambda refused the payload (too large): {message}")
@@ -197,5 +203,6 @@ class AwsLambdaBackend(RemoteBackend):
     def close_transport(self) -> None:
         with self._clients_lock:
             clients, self._clients = list(self._clients.values()), {}
+            self._transport_closed = True
         for client in clients:
             client.close()

@@ -46,14 +46,19 @@ class InvokeOptions:
     label : str
         What the call is, for error messages (``"call 12 (attempt 0) of f"``).
     on_start : callable, optional
-        Called right before the payload is sent; returning False means the call is no longer wanted
-        (its future was cancelled), and the backend cancels the invocation instead of sending it.
+        Called right before the payload is sent (and again before each resend after the platform
+        refused it for now); returning False means the call is no longer wanted (its future was
+        cancelled), and the backend cancels the invocation instead of sending it.
+    on_backoff : callable, optional
+        Called with the seconds the backend will wait before sending again, when the platform
+        throttled the call or was unavailable: the call is not running meanwhile.
     """
 
     timeout_s: float
     memory_mb: int
     label: str = "call"
     on_start: Callable[[], bool] | None = None
+    on_backoff: Callable[[float], None] | None = None
 
 
 class ComputeBackend(abc.ABC):
@@ -76,6 +81,8 @@ class ComputeBackend(abc.ABC):
     #: environment and signing key, rather than started by the backend with the ``environment``
     #: it is given (the local pool).
     deployed_beforehand: ClassVar[bool] = False
+    #: How long a call may wait, backed off, while the platform throttles it (0: never throttled).
+    throttle_deadline_s: float = 0.0
     #: How long past its ``timeout_s`` a call's answer may legitimately take (a remote platform's
     #: cold start is not part of the call's timeout).
     answer_grace_s: ClassVar[float] = 0.0

@@ -17,7 +17,7 @@ import requests.adapters
 
 from ...exceptions import ConfigError, FunctionTimeoutError, IntegrityError, InvocationError, WorkerDiedError
 from .base import ENVELOPE_BYTES, InvokeOptions
-from .remote import RemoteBackend, Retryable, retry_after_s
+from .remote import RemoteBackend, Retryable, lost_connection, requests_never_sent, retry_after_s
 
 __all__ = ["CodeEngineBackend", "KnativeBackend"]
 
@@ -85,7 +85,9 @@ class KnativeBackend(RemoteBackend):
                 timeout=(10, options.timeout_s + self.answer_grace_s),
             )
         except requests.ConnectionError as exc:
-            raise Retryable(f"connection to {self.url} failed: {exc}") from None
+            if requests_never_sent(exc):
+                raise Retryable(f"connection to {self.url} failed: {exc}") from None
+            raise lost_connection(options.label, self.url, exc) from None
         except requests.Timeout:
             raise FunctionTimeoutError(
                 f"{options.label}: no answer within its time limit timeout_s={options.timeout_s:g} "

@@ -28,7 +28,15 @@ from ...exceptions import (
     WorkerDiedError,
 )
 from .base import InvokeOptions
-from .remote import RemoteBackend, Retryable, decode, encode, retry_after_s
+from .remote import (
+    RemoteBackend,
+    Retryable,
+    decode,
+    encode,
+    lost_connection,
+    requests_never_sent,
+    retry_after_s,
+)
 
 __all__ = ["IbmCloudFunctionsBackend", "OpenWhiskBackend"]
 
@@ -103,6 +111,10 @@ class OpenWhiskBackend(RemoteBackend):
         """Headers of every request (IBM Cloud Functions adds its IAM token here)."""
         return {}
 
+    def renew_credentials(self) -> bool:
+        """After a 401: drop credentials that may have expired; whether sending again may help."""
+        return False
+
     def send(self, payload: bytes, options: InvokeOptions) -> bytes:
         deadline = time.monotonic() + options.timeout_s + self.answer_grace_s
         answer = self._request(
@@ -112,8 +124,16 @@ class OpenWhiskBackend(RemoteBackend):
         if status == 202:
             return self._poll(answer.json()["activationId"], options, deadline)
         if status in (200, 502):
-            return self._result(answer.json(), options)
+            try:
+                record = answer.json()
+            except ValueError:  # a gateway's 502, not OpenWhisk's activation record
+                raise InvocationError(
+                    f"{options.label}: {self.api_host} answered {status}: {answer.text[:300].strip()}"
+                ) from None
+            return self._result(record, options)
         text = answer.text[:500].strip()
+        if status == 401 and self.renew_credentials():
+            raise Retryable(f"401 with an expired token: {text}")
         if status == 413:
             raise PayloadTooLargeError(f"{options.label}: OpenWhisk refused the payload as too large: {text}")
         if status in (401, 403):
@@ -132,7 +152,9 @@ class OpenWhiskBackend(RemoteBackend):
                 method, url, params=params, headers=self.headers(), timeout=(10, wait), **kwargs
             )
         except requests.ConnectionError as exc:
-            raise Retryable(f"connection to {self.api_host} failed: {exc}") from None
+            if requests_never_sent(exc) or method == "GET":  # polling the record is safe to repeat
+                raise Retryable(f"connection to {self.api_host} failed: {exc}") from None
+            raise lost_connection(options.label, self.api_host, exc) from None
         except requests.Timeout:
             raise self._timed_out(options) from None
         if answer.status_code in (429, 503):
@@ -226,6 +248,12 @@ class IbmCloudFunctionsBackend(OpenWhiskBackend):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
 
+    def renew_credentials(self) -> bool:
+        """Drop the cached token (revoked or expired early); the next request exchanges a new one."""
+        with self._token_lock:
+            renew, self._token = self._token is not None, None
+        return renew
+
     def token(self) -> str:
         """The IAM access token, exchanged for the API key when missing or about to expire.
 
@@ -246,6 +274,9 @@ class IbmCloudFunctionsBackend(OpenWhiskBackend):
                 )
             except requests.RequestException as exc:
                 raise Retryable(f"IAM token exchange at {self._iam} failed: {exc}") from None
+            if answer.status_code == 429 or answer.status_code >= 500:
+                reason = f"IAM token exchange at {self._iam} answered {answer.status_code}"
+                raise Retryable(reason, retry_after_s(answer.headers))
             if answer.status_code != 200:
                 raise InvocationError(
                     f"IAM token exchange at {self._iam} answered {answer.status_code}: {answer.text[:200]}"

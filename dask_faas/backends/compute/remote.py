@@ -9,8 +9,11 @@ start as invocations arrive and end after a while idle. A subclass implements on
 Throttling and an unavailable platform (HTTP 429, 502/503 from a gateway, a refused connection) are
 signalled by :class:`Retryable` from ``send`` and backed off here: exponential with full jitter,
 honouring ``Retry-After``, without a limit of attempts but within ``throttle_deadline_s``; they never
-fail a call before that. Before every new send ``on_start`` is called again, so the client's answer
-deadline counts from the send that went through, and a call no longer wanted is not sent.
+fail a call before that. ``on_backoff`` tells the client that the call waits (its answer deadline
+stops), and before every new send ``on_start`` is called again, so the deadline counts from the send
+that went through, and a call no longer wanted is not sent. Only failures that happen before the
+request reached the platform are :class:`Retryable`: a connection lost while waiting for the answer
+fails the call (a resend would run the same delivery twice, with the same names).
 
 Payloads travel base64 in JSON on every remote platform; :func:`encode` and :func:`decode` do it,
 and :meth:`RemoteBackend.inline_capacity` deducts the encoding from the platform's limit, so that
@@ -41,6 +44,8 @@ __all__ = [
     "backoff_delay",
     "decode",
     "encode",
+    "lost_connection",
+    "requests_never_sent",
     "retry_after_s",
 ]
 
@@ -88,6 +93,26 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when - time.time())
+
+
+def lost_connection(label: str, where: str, exc: BaseException) -> InvocationError:
+    """The error of a call whose connection broke after the request was sent: it may have run, and
+    sending the same delivery again could run it twice under the same names, so the call fails
+    (and the client's ``retries`` send a new attempt)."""
+    from ...exceptions import WorkerDiedError
+
+    return WorkerDiedError(f"{label}: the connection to {where} broke while waiting for the answer: {exc}")
+
+
+def requests_never_sent(exc: BaseException) -> bool:
+    """Whether a ``requests`` error happened before the request reached the server (connecting)."""
+    import requests
+    import urllib3.exceptions
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
 
 
 def encode(payload: bytes) -> dict[str, str]:
@@ -183,7 +208,9 @@ class RemoteBackend(ComputeBackend):
             self._queue.append((future, payload, options))
             if self._idle:
                 self._cond.notify()
-            elif self._threads < self.concurrency:
+            # an idle thread counts as idle until it holds the lock again: every queued call beyond
+            # the idle threads gets a thread of its own, up to the concurrency
+            if len(self._queue) > self._idle and self._threads < self.concurrency:
                 self._threads += 1
                 threading.Thread(target=self._serve, name=f"dask-faas-{self.name}", daemon=True).start()
         return future
@@ -202,8 +229,13 @@ class RemoteBackend(ComputeBackend):
                     return
                 future, payload, options = self._queue.popleft()
                 wanted = not self._closed
-            if wanted and options.on_start is not None:
-                wanted = options.on_start()
+            try:
+                if wanted and options.on_start is not None:
+                    wanted = options.on_start()
+            except BaseException as exc:  # the hook's failure is the call's, not the thread's
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+                continue
             if not wanted:
                 future.cancel()
             if not future.set_running_or_notify_cancel():
@@ -245,6 +277,8 @@ class RemoteBackend(ComputeBackend):
                 return self.send(payload, options)
             except Retryable as exc:
                 delay = backoff_delay(attempt, exc.retry_after_s)
+                if options.on_backoff is not None:
+                    options.on_backoff(delay)
                 if time.monotonic() + delay > give_up:
                     raise InvocationError(
                         f"{options.label}: the {self.name} platform did not take it for "
