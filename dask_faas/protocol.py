@@ -25,6 +25,7 @@ from typing import Any
 from .exceptions import IntegrityError, ProtocolError
 
 __all__ = [
+    "JSON_FIELD",
     "KEY_ENV",
     "VERSION",
     "Invocation",
@@ -43,6 +44,8 @@ VERSION = 3
 MAGIC = b"DFAAS"
 #: Environment variable holding the hex signing key in a function's deployment.
 KEY_ENV = "DASK_FAAS_SIGNING_KEY"
+#: The field of a JSON event (Lambda, OpenWhisk) that holds a sealed message in base64.
+JSON_FIELD = "dask_faas"
 _TAG = 32
 _HEADER = len(MAGIC) + 1
 

@@ -16,6 +16,8 @@ payload's locator, and only the one named there is imported.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
 import os
 import threading
@@ -31,7 +33,7 @@ from .exceptions import SerializationError
 from .protocol import Invocation, Ref, Response
 from .store import SignedStore
 
-__all__ = ["Context", "Runtime", "current"]
+__all__ = ["Context", "Runtime", "current", "warm_runtime"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,28 @@ class Runtime:
         response = Response(inv.call, inv.attempt, ok, value, stats, caught.dumps())
         return protocol.seal(response, self._key)
 
+    def handle_json(self, event: Any) -> dict[str, str]:
+        """:meth:`handle` for platforms whose events are JSON (Lambda, OpenWhisk):
+        ``{"dask_faas": "<base64 payload>"}`` -> ``{"dask_faas": "<base64 response>"}``.
+
+        Raises
+        ------
+        ValueError
+            For an event that holds no base64 payload under ``"dask_faas"``.
+        IntegrityError, ProtocolError
+            For a payload the runtime refuses (as :meth:`handle`).
+        """
+        encoded = event.get(protocol.JSON_FIELD) if isinstance(event, dict) else None
+        if not isinstance(encoded, str):
+            raise ValueError(
+                f"the event is not a dask-faas invocation: expected {{'{protocol.JSON_FIELD}': '<base64>'}}"
+            )
+        try:
+            payload = base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"the event's {protocol.JSON_FIELD!r} is not base64: {exc}") from None
+        return {protocol.JSON_FIELD: base64.b64encode(self.handle(payload)).decode("ascii")}
+
     # -- helpers ---------------------------------------------------------------------------
 
     @staticmethod
@@ -203,6 +227,20 @@ class _StartMark:
             written = self._state == "written"
             self._state = "cancelled"
         return written
+
+
+_warm: Runtime | None = None
+_warm_lock = threading.Lock()
+
+
+def warm_runtime() -> Runtime:
+    """This process's :class:`Runtime`, made from the environment at the first call and kept for
+    the life of the (warm) function instance."""
+    global _warm
+    with _warm_lock:
+        if _warm is None:
+            _warm = Runtime.from_environ()
+        return _warm
 
 
 def _dumps_results(results: list[Any]) -> bytes:

@@ -19,22 +19,11 @@ left as ``awslambdaric`` sets them: what functions print goes to the function's 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
-from dask_faas.worker import Runtime
+from dask_faas.worker import warm_runtime
 
 __all__ = ["handler"]
-
-_runtime: Runtime | None = None
-
-
-def _warm_runtime() -> Runtime:
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime.from_environ()
-    return _runtime
 
 
 def handler(event: Any, context: Any) -> dict[str, str]:
@@ -54,12 +43,4 @@ def handler(event: Any, context: Any) -> dict[str, str]:
     ValueError
         For an event that holds no base64 payload.
     """
-    encoded = event.get("dask_faas") if isinstance(event, dict) else None
-    if not isinstance(encoded, str):
-        raise ValueError("the event is not a dask-faas invocation: expected {'dask_faas': '<base64>'}")
-    try:
-        payload = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"the event's dask_faas payload is not base64: {exc}") from None
-    response = _warm_runtime().handle(payload)
-    return {"dask_faas": base64.b64encode(response).decode("ascii")}
+    return warm_runtime().handle_json(event)

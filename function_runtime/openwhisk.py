@@ -26,8 +26,6 @@ Two ways to deploy it, one action:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import socket
@@ -36,14 +34,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from dask_faas.worker import Runtime
+from dask_faas.worker import warm_runtime
 
 __all__ = ["main", "serve"]
 
 #: What OpenWhisk's action proxies print after each activation, so the invoker can cut the logs.
 LOG_SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 
-_runtime: Runtime | None = None
 _activation = threading.Lock()  # one activation at a time, like the action's concurrency of 1
 _initialized = False
 
@@ -67,21 +64,14 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     ValueError
         If ``args`` does not hold a base64 payload under ``"dask_faas"``.
     """
-    global _runtime
-    encoded = args.get("dask_faas") if isinstance(args, dict) else None
-    if not isinstance(encoded, str):
+    if not isinstance(args, dict) or not isinstance(args.get("dask_faas"), str):
         raise ValueError("the action expects the parameter 'dask_faas' holding a base64 payload")
     try:
-        payload = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"the parameter 'dask_faas' is not base64: {exc}") from None
-    try:
-        if _runtime is None:
-            _runtime = Runtime.from_environ()
-        response = _runtime.handle(payload)
+        return warm_runtime().handle_json(args)
+    except ValueError:
+        raise
     except Exception as exc:  # refused by the runtime (signature, version, no key): the platform reports it
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"dask_faas": base64.b64encode(response).decode("ascii")}
 
 
 def _as_env(value: Any) -> str:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
+from ... import protocol
 from ...exceptions import InvocationError
 from .base import ENVELOPE_BYTES, ComputeBackend, InvokeOptions
 
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 #: The JSON field that carries the base64 payload and response (docs/platforms-wire.md).
-PAYLOAD_FIELD = "dask_faas"
+PAYLOAD_FIELD = protocol.JSON_FIELD
 #: First and largest backoff after a throttled or failed send, in seconds.
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 5.0
 #: How long an idle sending thread waits for work before it ends.
