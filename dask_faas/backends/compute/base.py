@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["ENVELOPE_BYTES", "ComputeBackend", "InvokeOptions"]
+__all__ = ["ENVELOPE_BYTES", "ComputeBackend", "InvokeOptions", "begin"]
 
 #: Room kept in every payload and response for what is not arguments or results.
 ENVELOPE_BYTES = 64 * 2**10
@@ -135,3 +135,25 @@ class ComputeBackend(abc.ABC):
         Invocations not sent yet are cancelled and running ones fail; when this returns, every
         future of the backend is done. Closing again does nothing.
         """
+
+
+def begin(future: Future[bytes], options: InvokeOptions, wanted: bool = True) -> bool:
+    """What a backend does right before it sends a payload: ask ``on_start``, then mark ``future``
+    running, or cancel it. Returns whether to send; False means the future is done (cancelled,
+    or failed with what ``on_start`` raised).
+
+    Parameters
+    ----------
+    wanted : bool
+        False when the backend itself no longer sends (it is closing): the future is cancelled.
+    """
+    try:
+        if wanted and options.on_start is not None:
+            wanted = options.on_start()
+    except BaseException as exc:  # the hook's failure is the call's, not the backend's
+        if future.set_running_or_notify_cancel():
+            future.set_exception(exc)
+        return False
+    if not wanted:
+        future.cancel()
+    return future.set_running_or_notify_cancel()

@@ -37,7 +37,7 @@ from ...exceptions import (
     InvocationError,
     WorkerDiedError,
 )
-from .base import ComputeBackend, InvokeOptions
+from .base import ComputeBackend, InvokeOptions, begin
 
 __all__ = ["LocalBackend"]
 
@@ -248,9 +248,7 @@ class LocalBackend(ComputeBackend):
     def _serve_calls(self, slot: int) -> None:
         while (item := self._queue.get()) is not None:
             future, payload, options = item
-            if self._closed or (options.on_start is not None and not options.on_start()):
-                future.cancel()
-            if not future.set_running_or_notify_cancel():
+            if not begin(future, options, wanted=not self._closed):
                 continue
             with self._lock:
                 closed = self._closed

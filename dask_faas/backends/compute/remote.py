@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from ... import protocol
 from ...exceptions import InvocationError
-from .base import ENVELOPE_BYTES, ComputeBackend, InvokeOptions
+from .base import ENVELOPE_BYTES, ComputeBackend, InvokeOptions, begin
 
 __all__ = [
     "PAYLOAD_FIELD",
@@ -230,16 +230,7 @@ class RemoteBackend(ComputeBackend):
                     return
                 future, payload, options = self._queue.popleft()
                 wanted = not self._closed
-            try:
-                if wanted and options.on_start is not None:
-                    wanted = options.on_start()
-            except BaseException as exc:  # the hook's failure is the call's, not the thread's
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(exc)
-                continue
-            if not wanted:
-                future.cancel()
-            if not future.set_running_or_notify_cancel():
+            if not begin(future, options, wanted):
                 continue
             with self._cond:
                 if self._closed:  # close() came between on_start and here: not sent
