@@ -14,7 +14,7 @@ the token), round robin to an instance with a free slot; when every slot is take
 activator queues. Failures are answered as Knative answers them:
 
 - the instance dies mid-request (killed, crashed, or OOMKilled past ``--memory-mb``, sampled from
-  ``/proc`` every 20 ms over its process tree) -> 502 with the reverse proxy's error text;
+  ``/proc`` every 20 ms over its process group) -> 502 with the reverse proxy's error text;
 - the request runs past ``--timeout-s`` (the revision's ``timeoutSeconds``) -> 504
   ``activator request timeout``, and the instance is killed;
 
@@ -30,19 +30,16 @@ process group, then the router.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import queue
 import resource
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -50,6 +47,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .instances import InstanceProcess, MemorySampler, Sandbox, free_port, write_output
 
 __all__ = ["KNOBS", "Instance", "Router", "main"]
 
@@ -70,23 +69,9 @@ _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length", "date", "server",
 }  # fmt: skip
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 #: An HTTP answer: status, headers, body.
 Answer = tuple[int, list[tuple[str, str]], bytes]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_OUTPUT_LOCK = threading.Lock()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _write_output(data: bytes) -> None:
-    with _OUTPUT_LOCK:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
 
 
 class Instance:
@@ -103,17 +88,8 @@ class Instance:
     """
 
     def __init__(self, name: str, environment: dict[str, str], concurrency: int) -> None:
-        self.name, self.port = name, _free_port()
-        self.root = tempfile.mkdtemp(prefix=f"dask-faas-knative-{name}-")
-        work, home, tmp = (os.path.join(self.root, d) for d in ("work", "home", "tmp"))
-        for directory in (work, home, tmp):
-            os.mkdir(directory)
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            "HOME": home,
-            "TMPDIR": tmp,
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
+        self.name, self.port = name, free_port()
+        variables = {
             "K_SERVICE": "dask-faas",
             "K_CONFIGURATION": "dask-faas",
             "K_REVISION": "dask-faas-00001",
@@ -122,27 +98,18 @@ class Instance:
             "DASK_FAAS_LISTEN_HOST": "127.0.0.1",
             "DASK_FAAS_INSTANCE_CONCURRENCY": str(concurrency),
         }
-        self.process = subprocess.Popen(
+        self._proc = InstanceProcess(
             [sys.executable, "-m", "function_runtime.knative"],
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killed as a whole
+            variables,
+            Sandbox(f"dask-faas-knative-{name}-"),
+            prefix=f"[{name} pid {{pid}}] ",
         )
-        self.pid = self.process.pid
+        self.process, self.pid = self._proc.process, self._proc.pid
         self.busy = self.deliveries = 0
         self.ready = self.replaced = False
         self.cause: str | None = None  # why the router killed it ("timeout", "memory", "died")
         self.cause_for: str | None = None  # the request it was killed for (None: all of them)
         self._lock = threading.Lock()
-        threading.Thread(target=self._copy_output, daemon=True).start()
-
-    def _copy_output(self) -> None:
-        prefix = f"[{self.name} pid {self.pid}] ".encode()
-        for line in self.process.stdout:
-            _write_output(prefix + line)
 
     @property
     def alive(self) -> bool:
@@ -166,8 +133,7 @@ class Instance:
         with self._lock:
             if self.cause is None:
                 self.cause, self.cause_for = cause, request_id
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        self._proc.kill()
 
     def outcome_for(self, request_id: str) -> str | None:
         """After a broken exchange: why it died (``None`` if it is still running after 2 s)."""
@@ -179,37 +145,16 @@ class Instance:
             return "died"
         return self.cause
 
-    def resident_bytes(self) -> int:
-        """Resident memory of its process tree, from /proc."""
-        total, todo = 0, [self.pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * _PAGE
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as f:
-                        todo.extend(int(child) for child in f.read().split())
-            except (OSError, ValueError):
-                continue
-        return total
-
     def stop(self, grace_s: float) -> None:
         """SIGTERM its process group (func_python stops gracefully), SIGKILL after ``grace_s``."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.pid, sig)
-                self.process.wait(timeout=grace_s)
+            if not self._proc.signal_group(sig) or self._proc.wait(grace_s):
                 break
-            except (ProcessLookupError, PermissionError):
-                break
-            except subprocess.TimeoutExpired:
-                continue
         self.process.poll()
         self.cleanup()
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        self._proc.sandbox.remove()
 
 
 class Router:
@@ -249,7 +194,7 @@ class Router:
             if not instance.wait_ready(timeout_s, self.stopping):
                 raise RuntimeError(f"{instance.name} (pid {instance.pid}) did not become ready")
             instance.ready = True
-        threading.Thread(target=self._watch, daemon=True).start()
+        MemorySampler(self._watched, self._check, name="watch")
 
     def stop(self) -> None:
         """Stop every instance (process groups) and take no more requests."""
@@ -265,15 +210,21 @@ class Router:
 
     # -- instances ----------------------------------------------------------------------------
 
-    def _watch(self) -> None:
-        while not self.stopping.wait(0.02):
-            for index, instance in enumerate(list(self.slots)):
-                if instance.process.poll() is not None:
-                    if not instance.replaced:
-                        instance.replaced = True
-                        threading.Thread(target=self._restart, args=(index, instance), daemon=True).start()
-                elif self.memory_bytes and instance.resident_bytes() > self.memory_bytes:
-                    instance.kill("memory")  # OOMKilled
+    def _watched(self) -> dict[int, tuple[int, Instance]] | None:
+        """Every slot's instance by process group (``None`` once stopping)."""
+        if self.stopping.is_set():
+            return None
+        return {instance.pid: (index, instance) for index, instance in enumerate(list(self.slots))}
+
+    def _check(self, watched: dict[int, tuple[int, Instance]], usage: dict[int, int]) -> None:
+        """Start a dead instance again; kill one past the memory limit (OOMKilled)."""
+        for pid, (index, instance) in watched.items():
+            if instance.process.poll() is not None:
+                if not instance.replaced:
+                    instance.replaced = True
+                    threading.Thread(target=self._restart, args=(index, instance), daemon=True).start()
+            elif self.memory_bytes and usage.get(pid, 0) > self.memory_bytes:
+                instance.kill("memory")  # OOMKilled
 
     def _restart(self, index: int, dead: Instance) -> None:
         dead.cleanup()
@@ -608,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.port_file + ".tmp", "w") as f:
             f.write(url)
         os.replace(args.port_file + ".tmp", args.port_file)
-        _write_output(f"knative router on {url}: {len(router.slots)} instances\n".encode())
+        write_output(f"knative router on {url}: {len(router.slots)} instances\n".encode())
         stop.wait()
     finally:
         router.stop()

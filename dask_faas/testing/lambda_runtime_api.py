@@ -17,42 +17,37 @@ empty working directory with a clean environment, and serves it the Lambda Runti
 
 :meth:`Instance.run` delivers one invocation and enforces the function's timeout. The
 :class:`Fleet` holds every instance: idle ones per function revision (warm reuse), the memory watch
-(each busy instance's process-group resident memory, from /proc every 20 ms) and the shutdown. What
+(each busy instance's process-group resident memory, from /proc every 20 ms:
+:class:`~dask_faas.testing.instances.MemorySampler`) and the shutdown. What
 an instance prints goes to the emulator's own output, each line prefixed with the instance id.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["MAX_RESPONSE_BYTES", "Delivery", "Fleet", "Instance", "Result", "group_rss", "read_body"]
+from .instances import InstanceProcess, MemorySampler, Sandbox, write_output
+
+__all__ = ["MAX_RESPONSE_BYTES", "Delivery", "Fleet", "Instance", "Result", "read_body"]
 
 #: Largest response a function may return (Lambda's synchronous limit, as its error message states).
 MAX_RESPONSE_BYTES = 6291556
 #: Lambda's init phase limit; a slower init is retried within the invocation's own timeout.
 INIT_TIMEOUT_S = 10.0
-MEMORY_SAMPLE_S = 0.02
 LOG_TAIL_BYTES = 4096
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_OUTPUT_LOCK = threading.Lock()
 _ROUTE = re.compile(r"/2018-06-01/runtime/(?:invocation/(?P<id>[^/]+)/(?P<kind>response|error)|init/error)")
 
 
@@ -181,33 +176,24 @@ class Instance:
         self.alive, self.reusable = True, True
         self.exit_status: int | None = None
         self._on_exit = on_exit
-        self._root = tempfile.mkdtemp(prefix=f"lambda-{instance_id}-")
-        task, home, tmp = (os.path.join(self._root, d) for d in ("task", "home", "tmp"))
-        for directory in (task, home, tmp):
-            os.mkdir(directory)
+        sandbox = Sandbox(f"lambda-{instance_id}-", work="task")
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RuntimeApiHandler)
         self._server.daemon_threads = True
         self._server.instance = self  # type: ignore[attr-defined]
         port = self._server.server_address[1]
-        env = {**environment, "HOME": home, "TMPDIR": tmp, "LAMBDA_TASK_ROOT": task}
+        env = {**environment, "HOME": sandbox.home, "TMPDIR": sandbox.tmp, "LAMBDA_TASK_ROOT": sandbox.work}
         env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{port}"
         try:
-            self.process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=task,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as a whole
+            self._proc = InstanceProcess(
+                command, env, sandbox, prefix=f"[{instance_id}] ", on_line=self._log_line
             )
         except OSError:
             self._server.server_close()
-            shutil.rmtree(self._root, ignore_errors=True)
             raise
+        self.process = self._proc.process
         self.pid = self.process.pid
         self._started = time.monotonic()
-        for target in (self._server.serve_forever, self._pump_output, self._wait):
+        for target in (self._server.serve_forever, self._wait):
             threading.Thread(target=target, name=f"{instance_id}-{target.__name__}", daemon=True).start()
         _write_line(f"[emulator] started instance {instance_id} (pid {self.pid}, runtime API port {port})")
 
@@ -292,7 +278,7 @@ class Instance:
         """SIGKILL the instance's process group (its runtime, the function and their children)."""
         self.reusable = False
         if self.alive:
-            _killpg(self.pid)
+            self._proc.kill()
 
     def join(self, timeout_s: float) -> bool:
         """Wait until the process has been reaped; return whether it has."""
@@ -355,19 +341,14 @@ class Instance:
 
     # -- process lifecycle -----------------------------------------------------------------------
 
-    def _pump_output(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            delivery = self.running
-            if delivery is not None:
-                delivery.log.append(line)
-            _write_line(f"[{self.id}] {line}")
-        self.process.stdout.close()
+    def _log_line(self, raw: bytes) -> None:
+        delivery = self.running
+        if delivery is not None:
+            delivery.log.append(raw.decode(errors="replace").rstrip("\n"))
 
     def _wait(self) -> None:
         status = self.process.wait()
-        _killpg(self.pid)  # what the function left running in the group
+        self._proc.kill()  # what the function left running in the group
         with self._cond:
             self.exit_status, self.alive, self.reusable = status, False, False
             deliveries = [d for d in (self._current, self._pending) if d is not None]
@@ -378,7 +359,7 @@ class Instance:
         _write_line(f"[emulator] instance {self.id} exited ({_exit_text(status)})")
         self._server.shutdown()
         self._server.server_close()
-        shutil.rmtree(self._root, ignore_errors=True)
+        self._proc.sandbox.remove()
         if self._on_exit is not None:
             self._on_exit(self)
 
@@ -392,13 +373,12 @@ class Fleet:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watch = threading.Condition(self._lock)
         self._idle: dict[str, list[Instance]] = {}  # revision -> idle instances, most recent last
         self._all: set[Instance] = set()
         self._busy: dict[Instance, tuple[Delivery, int]] = {}  # -> (delivery, memory limit in bytes)
         self._ids = itertools.count(1)
         self.closing = False
-        threading.Thread(target=self._sample_memory, name="memory", daemon=True).start()
+        self._sampler = MemorySampler(self._watched, self._check_memory)
 
     def take(
         self, revision: str, name: str, command: list[str], environment: dict[str, str]
@@ -429,7 +409,7 @@ class Fleet:
         """:meth:`Instance.run`, its process group's memory watched; give the instance back after."""
         with self._lock:
             self._busy[instance] = (delivery, memory_mb * 2**20)
-            self._watch.notify_all()
+        self._sampler.wake()
         try:
             return instance.run(delivery, memory_mb, kill_after_s)
         finally:
@@ -457,7 +437,7 @@ class Fleet:
         with self._lock:
             self.closing = True
             instances = list(self._all)
-            self._watch.notify_all()
+        self._sampler.wake()
         for instance in instances:
             instance.kill()
         deadline = time.monotonic() + grace_s
@@ -471,41 +451,22 @@ class Fleet:
                 if instance in idle:
                     idle.remove(instance)
 
-    def _sample_memory(self) -> None:
+    def _watched(self) -> dict[int, tuple[Instance, Delivery, int]] | None:
+        """The busy instances by process group (``None`` once closing: the sampler stops)."""
+        with self._lock:
+            if self.closing:
+                return None
+            return {i.pid: (i, delivery, limit) for i, (delivery, limit) in self._busy.items()}
+
+    @staticmethod
+    def _check_memory(busy: dict[int, tuple[Instance, Delivery, int]], usage: dict[int, int]) -> None:
         """Kill a busy instance whose process group's resident memory passes its function's size."""
-        while True:
-            with self._lock:
-                while not self._busy and not self.closing:
-                    self._watch.wait()
-                if self.closing:
-                    return
-                busy = dict(self._busy)
-            usage = group_rss(instance.pid for instance in busy)
-            for instance, (delivery, limit) in busy.items():
-                rss = usage.get(instance.pid, 0)
-                delivery.max_rss = max(delivery.max_rss, rss)
-                if rss > limit:
-                    message = f"{delivery.label} Runtime exited with error: signal: killed"
-                    instance.fail(delivery, platform_error("memory", "Runtime.OutOfMemory", message))
-            time.sleep(MEMORY_SAMPLE_S)
-
-
-def group_rss(groups: Iterable[int]) -> dict[int, int]:
-    """Resident bytes of all the processes of each process group in ``groups``, from /proc."""
-    totals = dict.fromkeys(groups, 0)
-    for entry in os.listdir("/proc") if totals else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()  # state ppid pgrp ... rss is the 22nd
-        group = int(fields[2])
-        if group in totals:
-            totals[group] += int(fields[21]) * _PAGE
-    return totals
+        for pid, (instance, delivery, limit) in busy.items():
+            rss = usage.get(pid, 0)
+            delivery.max_rss = max(delivery.max_rss, rss)
+            if rss > limit:
+                message = f"{delivery.label} Runtime exited with error: signal: killed"
+                instance.fail(delivery, platform_error("memory", "Runtime.OutOfMemory", message))
 
 
 def read_body(handler: BaseHTTPRequestHandler, limit: int) -> bytes | None:
@@ -545,11 +506,6 @@ def _exit_text(status: int | None) -> str:
     return f"signal: {name or -status}"
 
 
-def _killpg(group: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGKILL)
-
-
 def _forbidden(state: str, target: str) -> tuple[int, bytes]:
     """RAPID's answer to a call that its state machine does not allow."""
     message = f"State transition from {state} to {target} failed for runtime. Error: not allowed"
@@ -561,9 +517,7 @@ def _json_line(value: Any) -> bytes:
 
 
 def _write_line(text: str) -> None:
-    with _OUTPUT_LOCK:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+    write_output(text + "\n")
 
 
 class _RuntimeApiHandler(BaseHTTPRequestHandler):

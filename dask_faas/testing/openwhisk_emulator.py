@@ -42,12 +42,10 @@ import os
 import queue
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -56,6 +54,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .instances import InstanceProcess, MemorySampler, Sandbox, free_port
 
 __all__ = ["GUEST_AUTH", "KNOBS", "MAX_PAYLOAD_BYTES", "main"]
 
@@ -81,7 +81,6 @@ KNOBS: dict[str, Any] = {
 MAX_RECORDS = 100_000  # activation records kept
 IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 SAMPLE_S = 0.02  # how often the time, memory and kill limits of running containers are checked
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # OpenWhisk's texts (org.apache.openwhisk.http.Messages and pekko-http's defaults)
 NOT_FOUND = "The requested resource does not exist."
@@ -284,32 +283,17 @@ class Container:
         self.cid, self.key = cid, key
         self.kill_reason: str | None = None
         self._lock = threading.Lock()
-        self._root = tempfile.mkdtemp(prefix=f"ow-{cid}-")
-        for sub in ("work", "tmp", "home"):
-            os.mkdir(os.path.join(self._root, sub))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            "HOME": os.path.join(self._root, "home"),
-            "TMPDIR": os.path.join(self._root, "tmp"),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "PORT": str(self.port),
-            "__OW_LISTEN_HOST": "127.0.0.1",
-            "__OW_API_HOST": api_host,
-        }
-        self.process = spawner.popen(
+        self.port = free_port()
+        variables = {"PORT": str(self.port), "__OW_LISTEN_HOST": "127.0.0.1", "__OW_API_HOST": api_host}
+        self._proc = InstanceProcess(
             [sys.executable, "-m", "function_runtime.openwhisk"],
-            cwd=os.path.join(self._root, "work"),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            variables,
+            Sandbox(f"ow-{cid}-"),
+            prefix=f"[{cid}] ",
+            popen=spawner.popen,
+            on_eof=self._reap,
         )
-        threading.Thread(target=self._pump, name=f"output-{cid}", daemon=True).start()
+        self.process = self._proc.process
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until the container accepts connections; False if it exited or did not in time."""
@@ -342,22 +326,11 @@ class Container:
         with self._lock:
             if self.kill_reason is None:
                 self.kill_reason = reason
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self._proc.kill()
 
-    def _pump(self) -> None:
-        out = sys.stdout.buffer
-        prefix = f"[{self.cid}] ".encode()
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with _OUTPUT:
-                out.write(prefix + line)
-                out.flush()
+    def _reap(self) -> None:
         self.process.wait()
-        shutil.rmtree(self._root, ignore_errors=True)
-
-
-_OUTPUT = threading.Lock()
+        self._proc.sandbox.remove()
 
 
 class _Monitor:
@@ -366,8 +339,7 @@ class _Monitor:
     def __init__(self) -> None:
         self._watched: dict[Container, tuple[float, int, float | None]] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        threading.Thread(target=self._loop, name="monitor", daemon=True).start()
+        self._sampler = MemorySampler(self._snapshot, self._check, SAMPLE_S, name="monitor")
 
     def watch(
         self, container: Container, timeout_s: float, memory_mb: int, kill_after_s: float | None
@@ -376,55 +348,34 @@ class _Monitor:
         kill_at = None if kill_after_s is None else now + kill_after_s
         with self._lock:
             self._watched[container] = (now + timeout_s, memory_mb * 2**20, kill_at)
-        self._wake.set()
+        self._sampler.wake()
 
     def unwatch(self, container: Container) -> None:
         with self._lock:
             self._watched.pop(container, None)
 
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                watched = dict(self._watched)
-            if not watched:
-                self._wake.wait()
-                self._wake.clear()
-                continue
-            rss = _group_rss({c.process.pid for c in watched})
-            now = time.monotonic()
-            for container, entry in watched.items():
-                deadline, memory, kill_at = entry
-                reason = (
-                    "timeout"
-                    if now >= deadline
-                    else "memory"
-                    if rss.get(container.process.pid, 0) > memory
-                    else "killed"
-                    if kill_at is not None and now >= kill_at
-                    else None
-                )
-                with self._lock:  # still the same call (not one that started since the snapshot)
-                    if reason and self._watched.get(container) is entry:
-                        container.kill(reason)
-            time.sleep(SAMPLE_S)
+    def _snapshot(self) -> dict[int, tuple[Container, tuple[float, int, float | None]]]:
+        with self._lock:
+            return {c.process.pid: (c, entry) for c, entry in self._watched.items()}
 
-
-def _group_rss(groups: set[int]) -> dict[int, int]:
-    """Resident bytes of each process group in ``groups`` (a container's process tree), from /proc."""
-    totals: dict[int, int] = dict.fromkeys(groups, 0)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        group = int(fields[2])
-        if group in totals:
-            totals[group] += int(fields[21]) * PAGE
-    return totals
+    def _check(
+        self, watched: dict[int, tuple[Container, tuple[float, int, float | None]]], rss: dict[int, int]
+    ) -> None:
+        now = time.monotonic()
+        for pid, (container, entry) in watched.items():
+            deadline, memory, kill_at = entry
+            reason = (
+                "timeout"
+                if now >= deadline
+                else "memory"
+                if rss.get(pid, 0) > memory
+                else "killed"
+                if kill_at is not None and now >= kill_at
+                else None
+            )
+            with self._lock:  # still the same call (not one that started since the snapshot)
+                if reason and self._watched.get(container) is entry:
+                    container.kill(reason)
 
 
 # -- the platform ---------------------------------------------------------------------------------
