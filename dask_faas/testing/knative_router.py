@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import queue
 import resource
 import select
@@ -45,24 +44,19 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .instances import InstanceProcess, MemorySampler, Sandbox, free_port, write_output
+from .servers import KNOBS as SHARED_KNOBS
+from .servers import Controls, LoopbackHandler, LoopbackServer, publish_url, read_body
 
 __all__ = ["KNOBS", "Instance", "Router", "main"]
 
 #: Fault and load knobs and their defaults (docs/platforms-wire.md).
 KNOBS: dict[str, Any] = {
-    "throttle": 0,  # the next N requests get throttle_status
+    **SHARED_KNOBS,
     "throttle_status": 429,  # or 503, as an overloaded activator answers
-    "retry_after_s": None,
-    "lose": 0,  # the next N requests are held open, never delivered, until the client closes
-    "duplicate": 0,  # the next N requests are delivered to two instances; the first answer wins
-    "kill": 0,  # the next N deliveries have their instance SIGKILLed kill_after_s after the start
-    "kill_after_s": 0.0,
-    "latency_s": 0.0,  # before each delivery
-    "load_delay_s": None,  # load mode: 200 with an empty body after this delay, no instance
 }
 _THROTTLE_TEXT = {429: "Too Many Requests", 503: "activator overload"}
 _HOP_BY_HOP = {
@@ -177,9 +171,7 @@ class Router:
     ) -> None:
         self.environment, self.concurrency = environment, concurrency
         self.timeout_s, self.memory_bytes = timeout_s, memory_mb * 2**20
-        self.knobs = dict(KNOBS)
-        self.records: list[dict[str, Any]] = []
-        self.lock = threading.Lock()  # knobs and records
+        self.controls = Controls(KNOBS)  # knobs and the delivery log
         self.slots_changed = threading.Condition()  # slots, busy counts, readiness
         self.stopping = threading.Event()
         self.slots = [self._spawn(i) for i in range(instances)]
@@ -265,65 +257,29 @@ class Router:
             instance.busy -= 1
             self.slots_changed.notify_all()
 
-    # -- knobs and log ------------------------------------------------------------------------
-
-    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Merge knobs (``{"reset": true}`` first restores the defaults and clears the log)."""
-        unknown = sorted(set(changes) - set(KNOBS) - {"reset"})
-        if unknown:
-            raise ValueError(f"unknown knob(s) {unknown}; known: {sorted(KNOBS)}")
-        with self.lock:
-            if changes.get("reset"):
-                self.knobs, self.records = dict(KNOBS), []
-            self.knobs.update({k: v for k, v in changes.items() if k != "reset"})
-            return dict(self.knobs)
-
-    def take(self, knob: str) -> bool:
-        """Use one of the next N of a counting knob."""
-        with self.lock:
-            if self.knobs[knob] > 0:
-                self.knobs[knob] -= 1
-                return True
-            return False
-
-    def record(self, record: dict[str, Any], **changes: Any) -> dict[str, Any]:
-        """Log a delivery (from its start: ``ended`` and ``outcome`` stay null until it ends)."""
-        with self.lock:
-            record.update(changes)
-            self.records.append(record)
-        return record
-
-    def update(self, record: dict[str, Any], **changes: Any) -> None:
-        with self.lock:
-            record.update(changes)
-
-    def log(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [dict(r) for r in self.records]
-
     # -- one request --------------------------------------------------------------------------
 
     def invoke(self, request: Request) -> Answer | None:
         """The answer to one forwarded request: (status, headers, body), or None to hang up."""
-        knobs = self.configure({})
-        if self.take("throttle"):
+        knobs = self.controls.configure({})
+        if self.controls.take("throttle"):
             status, after = int(knobs["throttle_status"]), knobs["retry_after_s"]
             headers = [] if after is None else [("Retry-After", f"{after:g}")]
             return _text(status, _THROTTLE_TEXT.get(status, "Too Many Requests"), headers)
         if knobs["load_delay_s"] is not None:
             self.stopping.wait(float(knobs["load_delay_s"]))
-            self.record(request.fields(None, False, None), ended=time.time(), outcome="load")
+            self.controls.record(request.fields(None, False, None), ended=time.time(), outcome="load")
             return 200, [("Content-Type", "application/octet-stream")], b""
-        if self.take("lose"):
-            record = self.record(request.fields(None, False, None), outcome="lost")
+        if self.controls.take("lose"):
+            record = self.controls.record(request.fields(None, False, None), outcome="lost")
             while not self.stopping.is_set() and not request.gone():
                 self.stopping.wait(0.1)
-            self.update(record, ended=time.time())
+            self.controls.update(record, ended=time.time())
             return None
         if knobs["latency_s"]:
             self.stopping.wait(float(knobs["latency_s"]))
-        kill_after = float(knobs["kill_after_s"]) if self.take("kill") else None
-        if self.take("duplicate"):
+        kill_after = float(knobs["kill_after_s"]) if self.controls.take("kill") else None
+        if self.controls.take("duplicate"):
             return self._deliver_twice(request, kill_after)
         slot = self._acquire(request.gone)
         return None if slot is None else self._deliver(request, slot, kill_after)
@@ -373,7 +329,7 @@ class Router:
     ) -> Answer:
         """Forward to the instance of ``slot``, logging the delivery from its start."""
         instance, cold = slot
-        record = self.record(request.fields(instance.pid, cold, time.time()))
+        record = self.controls.record(request.fields(instance.pid, cold, time.time()))
         if started is not None:
             started.set()
         timers = [threading.Timer(self.timeout_s, instance.kill, ("timeout", request.id))]
@@ -404,7 +360,7 @@ class Router:
                 timer.cancel()
             conn.close()
             self._release(instance)
-        self.update(record, ended=time.time(), outcome=label(outcome) if label else outcome)
+        self.controls.update(record, ended=time.time(), outcome=label(outcome) if label else outcome)
         return answer
 
 
@@ -446,18 +402,17 @@ class Request:
             return True
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(LoopbackHandler):
     """Control routes, and every other request forwarded through the :class:`Router`."""
 
-    protocol_version = "HTTP/1.1"
     server: Server
 
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
     def _dispatch(self) -> None:
-        body = self._read_body()
+        try:
+            body = read_body(self) or b""
+        except (ConnectionError, ValueError):
+            self.close_connection = True
+            return
         path = self.path.split("?", 1)[0]
         if path.startswith("/_emulator/"):
             return self._control(path, body)
@@ -469,36 +424,14 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def _control(self, path: str, body: bytes) -> None:
         router = self.server.router
-        if path == "/_emulator/health" and self.command == "GET":
-            slots = [
-                {"name": i.name, "pid": i.pid, "port": i.port, "ready": i.ready and i.alive, "busy": i.busy}
-                for i in router.slots
-            ]
-            return self._json(200, {"ok": True, "instances": slots})
-        if path == "/_emulator/log" and self.command == "GET":
-            return self._json(200, router.log())
-        if path == "/_emulator/config" and self.command == "POST":
-            try:
-                changes = json.loads(body or b"{}")
-                if not isinstance(changes, dict):
-                    raise ValueError("the knobs must be a JSON object")
-                return self._json(200, router.configure(changes))
-            except ValueError as exc:
-                return self._json(400, {"error": str(exc)})
-        self._json(404, {"error": f"no emulator route {self.command} {path}"})
+        slots = [
+            {"name": i.name, "pid": i.pid, "port": i.port, "ready": i.ready and i.alive, "busy": i.busy}
+            for i in router.slots
+        ]
+        health = {"ok": True, "instances": slots}
+        self._json(*router.controls.route(self.command, path, body, health=health))
 
     def _json(self, status: int, value: Any) -> None:
         self._answer(status, [("Content-Type", "application/json")], json.dumps(value).encode())
@@ -515,19 +448,12 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request would drown the instances' output in load mode
 
-
-class Server(ThreadingHTTPServer):
+class Server(LoopbackServer):
     """Threaded, with a deep accept queue: it holds thousands of requests at once."""
 
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 4096
-
     def __init__(self, router: Router) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         self.router = router
 
 
@@ -555,10 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         router.start()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        with open(args.port_file + ".tmp", "w") as f:
-            f.write(url)
-        os.replace(args.port_file + ".tmp", args.port_file)
+        url = server.url
+        publish_url(args.port_file, url)
         write_output(f"knative router on {url}: {len(router.slots)} instances\n".encode())
         stop.wait()
     finally:

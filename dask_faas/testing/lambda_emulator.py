@@ -55,10 +55,11 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .lambda_runtime_api import Delivery, Fleet, Instance, Result, platform_error, read_body
+from .lambda_runtime_api import Delivery, Fleet, Instance, Result, platform_error
+from .servers import KNOBS as SHARED_KNOBS
+from .servers import Controls, LoopbackHandler, LoopbackServer, publish_url, read_body
 
 __all__ = ["KNOBS", "LambdaEmulator", "main"]
 
@@ -78,17 +79,8 @@ RESERVED_VARIABLES = frozenset((
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 ))
 # fmt: on
-#: Fault and load knobs, with their defaults (docs/platforms-wire.md).
-KNOBS: dict[str, Any] = {
-    "throttle": 0,
-    "retry_after_s": None,
-    "lose": 0,
-    "duplicate": 0,
-    "kill": 0,
-    "kill_after_s": 0.0,
-    "latency_s": 0.0,
-    "load_delay_s": None,
-}
+#: Fault and load knobs, with their defaults (docs/platforms-wire.md): the shared ones.
+KNOBS: dict[str, Any] = dict(SHARED_KNOBS)
 _ENV_REFUSED = "Lambda was unable to configure your environment variables because the environment variables "
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -206,8 +198,7 @@ class LambdaEmulator:
         self.account_concurrency, self.region = account_concurrency, region
         self.lock = threading.Lock()
         self.functions: dict[str, Function] = {}
-        self.knobs = dict(KNOBS)
-        self.records: list[dict[str, Any]] = []
+        self.controls = Controls(KNOBS, self.lock)  # knobs and log, under the same lock
         self.fleet = Fleet()
         names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
         self._role_credentials = {k: os.environ[k] for k in names if os.environ.get(k)}
@@ -240,29 +231,8 @@ class LambdaEmulator:
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
 
     def _control(self, method: str, path: str, body: bytes | None) -> Answer:
-        answer: Any
-        if (method, path) == ("GET", "/_emulator/health"):
-            answer = {"status": "ok"}
-        elif (method, path) == ("GET", "/_emulator/log"):
-            with self.lock:
-                answer = list(self.records)
-        elif (method, path) == ("POST", "/_emulator/config"):
-            update = json.loads(body or b"{}")
-            unknown = sorted(set(update) - set(KNOBS) - {"reset"})
-            if unknown:
-                return (
-                    400,
-                    {},
-                    json.dumps({"error": f"unknown knobs {unknown}; known: {sorted(KNOBS)}"}).encode(),
-                )
-            with self.lock:
-                if update.pop("reset", False):
-                    self.knobs, self.records = dict(KNOBS), []
-                self.knobs.update(update)
-                answer = dict(self.knobs)
-        else:
-            return 404, {}, b'{"error": "no such emulator route"}'
-        return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
+        status, answer = self.controls.route(method, path, body, health={"status": "ok"})
+        return status, {"Content-Type": "application/json"}, json.dumps(answer).encode()
 
     # -- control plane -----------------------------------------------------------------------------
 
@@ -496,10 +466,11 @@ class LambdaEmulator:
         """The knobs for one invocation: the counted ones it consumes (``True``), and the others."""
         counted = ("throttle", "lose", "duplicate", "kill")
         with self.lock:
-            knobs = {**self.knobs, **dict.fromkeys(counted, False)}
+            current = self.controls.knobs
+            knobs = {**current, **dict.fromkeys(counted, False)}
             for knob in counted:
-                if self.knobs[knob] > 0:
-                    self.knobs[knob] -= 1
+                if current[knob] > 0:
+                    current[knob] -= 1
                     knobs[knob] = True
                     if knob in ("throttle", "lose"):  # the invocation goes no further
                         break
@@ -596,8 +567,7 @@ class LambdaEmulator:
     ) -> None:
         record = {"request_id": request_id, "function": fn.name, "instance": instance, "received": received}
         record.update(started=started, ended=ended, cold=cold, outcome=outcome)
-        with self.lock:
-            self.records.append(record)
+        self.controls.record(record)
 
 
 _FUNCTION = r"/(?P<name>[^/]+)"
@@ -619,21 +589,14 @@ _ROUTES = [
 ]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 4096  # the benchmark opens 1,000 connections at once
+class _Server(LoopbackServer):
     emulator: LambdaEmulator
     stopping = False
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
+class _Handler(LoopbackHandler):
     wbufsize = 1 << 16  # headers and a small body leave in one segment (flushed after each request)
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _handle(self) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -684,9 +647,6 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 time.sleep(0.5)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the emulator on a free 127.0.0.1 port until SIGTERM."""
@@ -698,16 +658,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
     args = parser.parse_args(argv)
     emulator = LambdaEmulator(args.account_concurrency, args.region)
-    server = _Server(("127.0.0.1", 0), _Handler)
+    server = _Server(_Handler)
     server.emulator = emulator
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, name="serve", daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    with open(args.port_file + ".tmp", "w") as f:
-        f.write(url)
-    os.replace(args.port_file + ".tmp", args.port_file)
+    url = server.url
+    publish_url(args.port_file, url)
     print(
         f"[emulator] AWS Lambda emulator on {url}, account concurrency {args.account_concurrency}", flush=True
     )

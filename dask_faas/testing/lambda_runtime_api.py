@@ -29,18 +29,18 @@ import json
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .instances import InstanceProcess, MemorySampler, Sandbox, write_output
+from .servers import LoopbackHandler, read_body
 
-__all__ = ["MAX_RESPONSE_BYTES", "Delivery", "Fleet", "Instance", "Result", "read_body"]
+__all__ = ["MAX_RESPONSE_BYTES", "Delivery", "Fleet", "Instance", "Result"]
 
 #: Largest response a function may return (Lambda's synchronous limit, as its error message states).
 MAX_RESPONSE_BYTES = 6291556
@@ -469,32 +469,6 @@ class Fleet:
                 instance.fail(delivery, platform_error("memory", "Runtime.OutOfMemory", message))
 
 
-def read_body(handler: BaseHTTPRequestHandler, limit: int) -> bytes | None:
-    """The request body (Content-Length or chunked); ``None`` past ``limit`` bytes (read and dropped)."""
-    chunks: list[bytes] = []
-    size = 0
-
-    def take(n: int) -> None:
-        nonlocal size
-        while n > 0:
-            chunk = handler.rfile.read(min(n, 1 << 20))
-            if not chunk:
-                raise ConnectionError("the client closed the connection mid-body")
-            n, size = n - len(chunk), size + len(chunk)
-            if size <= limit:
-                chunks.append(chunk)
-
-    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
-        while length := int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            take(length)
-            handler.rfile.readline()
-        while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
-            pass  # trailers
-    else:
-        take(int(handler.headers.get("Content-Length") or 0))
-    return b"".join(chunks) if size <= limit else None
-
-
 def _exit_text(status: int | None) -> str:
     """Lambda's (Go's) wording: ``signal: killed``, ``exit status 1``."""
     if status is None or status >= 0:
@@ -520,13 +494,8 @@ def _write_line(text: str) -> None:
     write_output(text + "\n")
 
 
-class _RuntimeApiHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RuntimeApiHandler(LoopbackHandler):
     wbufsize = 1 << 16  # headers and a small body leave in one segment (flushed after each request)
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         instance: Instance = self.server.instance  # type: ignore[attr-defined]
@@ -559,6 +528,3 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass

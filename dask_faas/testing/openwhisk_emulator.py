@@ -52,10 +52,11 @@ import urllib.parse
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .instances import InstanceProcess, MemorySampler, Sandbox, free_port
+from .servers import KNOBS as SHARED_KNOBS
+from .servers import Controls, LoopbackHandler, LoopbackServer, publish_url
 
 __all__ = ["GUEST_AUTH", "KNOBS", "MAX_PAYLOAD_BYTES", "main"]
 
@@ -66,18 +67,7 @@ GUEST_AUTH = (
 #: ``whisk.activation.payload.max`` and ``truncation``: the request and result size limits (1 MB).
 MAX_PAYLOAD_BYTES = 1048576
 #: Fault and load knobs and their defaults (``blocking_window_s`` defaults to ``--blocking-window-s``).
-KNOBS: dict[str, Any] = {
-    "throttle": 0,
-    "retry_after_s": None,
-    "lose": 0,
-    "duplicate": 0,
-    "kill": 0,
-    "kill_after_s": 0.0,
-    "latency_s": 0.0,
-    "load_delay_s": None,
-    "blocking_window_s": 60.0,
-    "token_ttl_s": 3600.0,
-}
+KNOBS: dict[str, Any] = {**SHARED_KNOBS, "blocking_window_s": 60.0, "token_ttl_s": 3600.0}
 MAX_RECORDS = 100_000  # activation records kept
 IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 SAMPLE_S = 0.02  # how often the time, memory and kill limits of running containers are checked
@@ -405,14 +395,13 @@ class OpenWhisk:
         self.concurrency = args.concurrency
         self.maxima = (args.max_timeout_ms, args.max_memory_mb)
         self.url = ""
-        self.defaults = {**KNOBS, "blocking_window_s": args.blocking_window_s}
-        self.knobs = dict(self.defaults)
         self.lock = threading.Lock()
+        defaults = {**KNOBS, "blocking_window_s": args.blocking_window_s}
+        self.controls = Controls(defaults, self.lock, on_reset=lambda: self.counters.clear())
         self.actions: dict[tuple[str, str], Action] = {}
         self.idle: dict[tuple[str, str, int], list[Container]] = {}
         self.containers: set[Container] = set()
         self.records: dict[str, dict[str, Any]] = {}
-        self.log: list[dict[str, Any]] = []
         self.counters: Counter[str] = Counter()
         self.tokens: dict[str, float] = {}
         self.in_flight = 0
@@ -450,7 +439,7 @@ class OpenWhisk:
         """IBM Cloud IAM's ``POST /identity/token`` for an API key."""
         with self.lock:
             self.counters["token_requests"] += 1
-            ttl = float(self.knobs["token_ttl_s"])
+            ttl = float(self.controls.knobs["token_ttl_s"])
         if form.get("grant_type", [""])[0] != IAM_GRANT:
             return 400, {"errorCode": "BXNIM0103E", "errorMessage": "Unsupported grant type.", "context": {}}
         key = form.get("apikey", [""])[0]
@@ -518,21 +507,8 @@ class OpenWhisk:
 
     # -- knobs and log ------------------------------------------------------------------------
 
-    def configure(self, knobs: dict[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            if knobs.get("reset"):
-                self.knobs = dict(self.defaults)
-                self.log.clear()
-                self.counters.clear()
-            unknown = set(knobs) - set(KNOBS) - {"reset"}
-            if unknown:
-                raise HttpError(400, f"unknown knobs: {sorted(unknown)}; known: {sorted(KNOBS)}")
-            self.knobs.update({k: v for k, v in knobs.items() if k != "reset"})
-            return dict(self.knobs)
-
     def _log(self, record: dict[str, Any]) -> None:
-        with self.lock:
-            self.log.append(record)
+        self.controls.record(record)
 
     # -- invocations --------------------------------------------------------------------------
 
@@ -544,7 +520,7 @@ class OpenWhisk:
         received = time.time()
         with self.lock:
             self.counters["invoke_requests"] += 1
-            knobs = self.knobs
+            knobs = self.controls.knobs
             retry = {} if knobs["retry_after_s"] is None else {"Retry-After": f"{knobs['retry_after_s']:g}"}
             if knobs["throttle"] > 0 or self.in_flight >= self.concurrency:
                 throttled = knobs["throttle"] > 0
@@ -881,16 +857,11 @@ _ROUTES = [
 _MAX_DRAINED = 64 * 2**20  # a larger request body is not read: the connection is closed instead
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(LoopbackHandler):
     """Routes of the controller, IAM and the emulator's control routes."""
 
-    protocol_version = "HTTP/1.1"
     timeout = 300  # an idle keep-alive connection gives its thread back
     ow: OpenWhisk
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -903,9 +874,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _handle(self, method: str) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -1000,17 +968,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _control(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
         ow = self.ow
-        if path == "/_emulator/health":
-            return 200, {"ok": True}, {}
-        if path == "/_emulator/config" and method == "POST":
-            return 200, ow.configure(self._json() or {}), {}
-        if path == "/_emulator/log":
+
+        def counters() -> dict[str, int]:
             with ow.lock:
-                return 200, list(ow.log), {}
-        if path == "/_emulator/counters":
-            with ow.lock:
-                return 200, dict(ow.counters), {}
-        raise HttpError(404, NOT_FOUND)
+                return dict(ow.counters)
+
+        body = self._body() if method == "POST" else b""
+        extra = {("GET", "/_emulator/counters"): counters}
+        status, answer = ow.controls.route(method, path, body, extra=extra)
+        return status, answer, {}
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
         data = json.dumps(body).encode()
@@ -1024,12 +990,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:  # the client went away
             self.close_connection = True
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 4096  # load mode: 1,000+ clients connecting at once
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1048,18 +1008,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ow = OpenWhisk(args)
     handler = type("BoundHandler", (Handler,), {"ow": ow})
-    server = _Server(("127.0.0.1", 0), handler)
-    ow.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = LoopbackServer(handler)
+    ow.url = server.url
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    tmp = args.port_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(ow.url)
-    os.replace(tmp, args.port_file)
+    publish_url(args.port_file, ow.url)
     print(f"openwhisk emulator on {ow.url}, namespace {ow.namespace}", flush=True)
     try:
         server.serve_forever(poll_interval=0.1)
