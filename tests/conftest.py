@@ -14,23 +14,14 @@ from typing import Any
 
 import pytest
 
+from dask_faas.testing import instances
+
 pytest_plugins = ["fixtures_s3", "fixtures_platforms"]
 
 
 def process_table() -> dict[int, tuple[str, int, int]]:
     """``pid -> (state, parent pid, process group)`` of every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        table[int(entry)] = (fields[0].decode(), int(fields[1]), int(fields[2]))
-    return table
+    return instances.process_table()
 
 
 def child_pids() -> set[int]:

@@ -39,6 +39,7 @@ from dask_faas import protocol, serialize
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.job import Job
 from dask_faas.protocol import Invocation, Ref, Response
+from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.s3 import stop_process
 from dask_faas.testing.servers import Emulator, start_emulator
 
@@ -229,20 +230,10 @@ class Service:
 def instance_processes() -> list[int]:
     """Live processes of function_runtime.knative started by this module (their environment holds MARKER)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"function_runtime.knative" in cmdline and MARKER.encode() in environ and state != b"Z":
-            found.append(int(entry))
+    for pid, (state, _, _) in process_table().items():
+        cmdline, environ = read_proc(pid, "cmdline") or b"", read_proc(pid, "environ") or b""
+        if b"function_runtime.knative" in cmdline and MARKER.encode() in environ and state != "Z":
+            found.append(pid)
     return found
 
 

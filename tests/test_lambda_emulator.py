@@ -34,6 +34,7 @@ from dask_faas import protocol, serialize
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.job import Job
 from dask_faas.protocol import Invocation, Ref
+from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV
 from dask_faas.testing.servers import Emulator, start_emulator
 
@@ -96,19 +97,10 @@ def instance_groups(emulator: Emulator) -> set[int]:
 def live_processes_in(groups: set[int]) -> list[tuple[int, str]]:
     """``(pid, cmdline)`` of live processes in ``groups`` or running awslambdaric as a group leader."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if fields[0] != b"Z" and int(fields[2]) in groups:
-            found.append((int(entry), cmdline))
+    for pid, (state, _, group) in process_table().items():
+        cmdline = read_proc(pid, "cmdline")
+        if state != "Z" and group in groups and cmdline is not None:
+            found.append((pid, cmdline.replace(b"\0", b" ").decode(errors="replace")))
     return found
 
 

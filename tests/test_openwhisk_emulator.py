@@ -32,6 +32,7 @@ from dask_faas import protocol, serialize
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.job import Job
 from dask_faas.protocol import Invocation, Ref, Response
+from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.servers import Emulator, start_emulator
 
 MODULE = "dask_faas.testing.openwhisk_emulator"
@@ -137,16 +138,9 @@ class Payloads:
 def container_pids() -> set[int]:
     """Live processes running the action entry point, from /proc."""
     pids = set()
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"function_runtime.openwhisk" in cmdline and state != b"Z":
-            pids.add(int(entry))
+    for pid, (state, _, _) in process_table().items():
+        if b"function_runtime.openwhisk" in (read_proc(pid, "cmdline") or b"") and state != "Z":
+            pids.add(pid)
     return pids
 
 
