@@ -20,6 +20,9 @@ working directory, driven over HTTP through ``/init`` and ``/run``: warm contain
 activation at a time each. Their output goes to this process's output, prefixed with the container
 id. SIGTERM (or an action's update or delete, or a limit) kills their process groups; containers are
 also started with a parent-death signal, so none outlives an emulator that is killed outright.
+This module is the entry point, the REST layer and the controller's state; the actions' validation
+is :mod:`~dask_faas.testing.openwhisk_actions`, the containers and their pool
+:mod:`~dask_faas.testing.openwhisk_containers`.
 
 Besides the knobs shared by every emulator (docs/platforms-wire.md), :data:`KNOBS` holds
 ``blocking_window_s`` (how long a blocking invoke waits before answering 202) and ``token_ttl_s``
@@ -32,29 +35,30 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
 import hashlib
 import hmac
-import http.client
-import itertools
 import json
-import os
-import queue
 import re
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .instances import InstanceProcess, MemorySampler, Sandbox, free_port
+from .openwhisk_actions import NOT_FOUND, Action, HttpError, malformed, ms, parse_action
+from .openwhisk_containers import (
+    APPLICATION_ERROR,
+    MAX_PAYLOAD_BYTES,
+    STATUS,
+    SUCCESS,
+    WHISK_ERROR,
+    ContainerPool,
+)
 from .servers import KNOBS as SHARED_KNOBS
 from .servers import Controls, LoopbackHandler, LoopbackServer, publish_url
 
@@ -64,308 +68,18 @@ __all__ = ["GUEST_AUTH", "KNOBS", "MAX_PAYLOAD_BYTES", "main"]
 GUEST_AUTH = (
     "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:123zO3xZCLrMN6v2BKK1dXYFpXlPkccOFqm12CdAsMgRU4VrNZ9lyGVCGuMDGIwP"
 )
-#: ``whisk.activation.payload.max`` and ``truncation``: the request and result size limits (1 MB).
-MAX_PAYLOAD_BYTES = 1048576
-#: Fault and load knobs and their defaults (``blocking_window_s`` defaults to ``--blocking-window-s``).
+#: Fault and load knobs and their defaults: the shared ones, ``blocking_window_s`` (by default
+#: ``--blocking-window-s``) and ``token_ttl_s``.
 KNOBS: dict[str, Any] = {**SHARED_KNOBS, "blocking_window_s": 60.0, "token_ttl_s": 3600.0}
 MAX_RECORDS = 100_000  # activation records kept
 IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
-SAMPLE_S = 0.02  # how often the time, memory and kill limits of running containers are checked
-
 # OpenWhisk's texts (org.apache.openwhisk.http.Messages and pekko-http's defaults)
-NOT_FOUND = "The requested resource does not exist."
 AUTH_INVALID = "The supplied authentication is invalid"
 AUTH_MISSING = "The resource requires authentication, which was not supplied with the request"
-ABNORMAL_INIT = "The action did not initialize and exited unexpectedly."
-ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
-MEMORY_EXHAUSTED = "The action exhausted its memory and was aborted."
-STATUS = ["success", "application error", "action developer error", "whisk internal error"]
-SUCCESS, APPLICATION_ERROR, DEVELOPER_ERROR, WHISK_ERROR = range(4)
-
-
-def _timed_out(timeout_ms: int, init: bool) -> str:
-    return f"The action exceeded its time limits of {timeout_ms} milliseconds" + (
-        " during initialization." if init else "."
-    )
 
 
 def _too_many(count: int, allowed: int) -> str:
     return f"Too many concurrent requests in flight (count: {count}, allowed: {allowed})."
-
-
-def _ms(t: float) -> int:
-    return int(t * 1000)
-
-
-class HttpError(Exception):
-    """An answer ``{"error": message, "code": <transaction id>}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-def _malformed(reason: str) -> HttpError:
-    return HttpError(400, f"The request content was malformed:\n{reason}")
-
-
-# -- actions --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Action:
-    """A Docker action as the controller stores it."""
-
-    namespace: str
-    name: str
-    exec: dict[str, Any]
-    limits: dict[str, int]
-    parameters: list[dict[str, Any]]
-    annotations: list[dict[str, Any]]
-    revision: int = 1
-    updated: float = field(default_factory=time.time)
-
-    @property
-    def version(self) -> str:
-        return f"0.0.{self.revision}"
-
-    def annotation(self, key: str, default: Any) -> Any:
-        return next((a.get("value") for a in self.annotations if a.get("key") == key), default)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "name": self.name,
-            "version": self.version,
-            "exec": self.exec,
-            "limits": self.limits,
-            "parameters": self.parameters,
-            "annotations": self.annotations,
-            "publish": False,
-            "updated": _ms(self.updated),
-        }
-
-    def split(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(init environment, arguments)``: the defaults merged with ``payload``, partitioned."""
-        merged = {p["key"]: p.get("value") for p in self.parameters} | payload
-        init_keys = {p["key"] for p in self.parameters if p.get("init")}
-        env = {k: v for k, v in merged.items() if k in init_keys}
-        return env, {k: v for k, v in merged.items() if k not in init_keys}
-
-
-def _parse_action(ns: str, name: str, body: Any, old: Action | None, maxima: tuple[int, int]) -> Action:
-    """Validate a PUT body as OpenWhisk does; an update keeps what the body leaves out."""
-    if not isinstance(body, dict):
-        raise _malformed("the action must be a JSON object")
-    exec_ = body.get("exec", old.exec if old else None)
-    if not isinstance(exec_, dict):
-        raise _malformed("'exec' is required to create an action")
-    if exec_.get("kind") != "blackbox":
-        raise _malformed(
-            f"The specified runtime '{exec_.get('kind')}' is not supported by this platform. "
-            "Valid values are: 'blackbox'."
-        )
-    if not isinstance(exec_.get("image"), str) or not exec_["image"]:
-        raise _malformed("image must be a string defined in 'exec' for 'blackbox' actions")
-    exec_ = {"kind": "blackbox", "image": exec_["image"], "binary": bool(exec_.get("code"))} | (
-        {"code": exec_["code"]} if exec_.get("code") else {}
-    )
-    limits = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1} | (old.limits if old else {})
-    given = body.get("limits") or {}
-    if not isinstance(given, dict):
-        raise _malformed("'limits' must be an object")
-    limits |= {k: given[k] for k in ("timeout", "memory", "logs", "concurrency") if k in given}
-    max_timeout, max_memory = maxima
-    for key, low, high, unit in (
-        ("timeout", 100, max_timeout, "milliseconds"),
-        ("memory", 128, max_memory, "MB"),
-    ):
-        value, label = limits[key], "duration" if key == "timeout" else "memory"
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _malformed(f"'{key}' must be an integer")
-        if value > high:
-            text = f"{label} {value} {unit} exceeds allowed threshold of {high} {unit}"
-            raise _malformed(
-                text
-                if key == "timeout"
-                else f"{label} size {value} MB exceeds allowed threshold of {high} MB"
-            )
-        if value < low:
-            text = f"{label} {value} {unit} below allowed threshold of {low} {unit}"
-            raise _malformed(
-                text if key == "timeout" else f"{label} size {value} MB below allowed threshold of {low} MB"
-            )
-    if limits["concurrency"] != 1:
-        raise _malformed(f"concurrency {limits['concurrency']} exceeds allowed threshold of 1")
-    lists = {}
-    for key in ("parameters", "annotations"):
-        items = body.get(key, getattr(old, key) if old else [])
-        if not isinstance(items, list) or not all(
-            isinstance(i, dict) and isinstance(i.get("key"), str) for i in items
-        ):
-            raise _malformed(f'\'{key}\' must be a list of {{"key": ..., "value": ...}} objects')
-        lists[key] = [
-            {"key": i["key"], "value": i.get("value")} | ({"init": True} if i.get("init") else {})
-            for i in items
-        ]
-    if not any(a["key"] == "exec" for a in lists["annotations"]):
-        lists["annotations"].append({"key": "exec", "value": "blackbox"})
-    revision = old.revision + 1 if old else 1
-    return Action(ns, name, exec_, limits, lists["parameters"], lists["annotations"], revision)
-
-
-# -- containers -----------------------------------------------------------------------------------
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-class _Spawner:
-    """Starts every container from one long-lived thread, with a parent-death signal.
-
-    Linux ties ``PR_SET_PDEATHSIG`` to the thread that forked, so containers are forked by this
-    thread, which lives as long as the emulator: if the emulator is killed without running its
-    SIGTERM cleanup, the kernel kills its containers.
-    """
-
-    def __init__(self) -> None:
-        self._requests: queue.SimpleQueue[tuple[list[str], dict[str, Any], list[Any], threading.Event]]
-        self._requests = queue.SimpleQueue()
-        self._parent = os.getpid()
-        threading.Thread(target=self._loop, name="spawner", daemon=True).start()
-
-    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        box: list[Any] = []
-        done = threading.Event()
-        self._requests.put((args, kwargs, box, done))
-        done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
-
-    def _die_with_parent(self) -> None:  # in the child, between fork and exec
-        if _LIBC is not None:
-            _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != self._parent:
-            os._exit(1)
-
-    def _loop(self) -> None:
-        while True:
-            args, kwargs, box, done = self._requests.get()
-            try:
-                box.append(subprocess.Popen(args, preexec_fn=self._die_with_parent, **kwargs))
-            except BaseException as exc:
-                box.append(exc)
-            done.set()
-
-
-class Container:
-    """One action container: a process serving ``/init`` and ``/run`` on a loopback port.
-
-    Parameters
-    ----------
-    cid : str
-        The container's id (prefixes its output).
-    key : tuple
-        ``(namespace, action, revision)`` it was started for.
-    """
-
-    def __init__(self, cid: str, key: tuple[str, str, int], spawner: _Spawner, api_host: str) -> None:
-        self.cid, self.key = cid, key
-        self.kill_reason: str | None = None
-        self._lock = threading.Lock()
-        self.port = free_port()
-        variables = {"PORT": str(self.port), "__OW_LISTEN_HOST": "127.0.0.1", "__OW_API_HOST": api_host}
-        self._proc = InstanceProcess(
-            [sys.executable, "-m", "function_runtime.openwhisk"],
-            variables,
-            Sandbox(f"ow-{cid}-"),
-            prefix=f"[{cid}] ",
-            popen=spawner.popen,
-            on_eof=self._reap,
-        )
-        self.process = self._proc.process
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Wait until the container accepts connections; False if it exited or did not in time."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.alive():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                time.sleep(0.01)
-        return False
-
-    def post(self, path: str, body: dict[str, Any], timeout_s: float) -> tuple[int, bytes]:
-        """POST ``body`` as JSON; raises OSError (or http.client's errors) if the container went away."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
-        try:
-            connection.connect()  # headers and body go in two writes: no Nagle delay between them
-            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
-
-    def alive(self) -> bool:
-        return self.kill_reason is None and self.process.poll() is None
-
-    def kill(self, reason: str) -> None:
-        """SIGKILL the container's process group; the first reason given is kept."""
-        with self._lock:
-            if self.kill_reason is None:
-                self.kill_reason = reason
-        self._proc.kill()
-
-    def _reap(self) -> None:
-        self.process.wait()
-        self._proc.sandbox.remove()
-
-
-class _Monitor:
-    """One thread checking the time, memory and kill deadlines of every busy container."""
-
-    def __init__(self) -> None:
-        self._watched: dict[Container, tuple[float, int, float | None]] = {}
-        self._lock = threading.Lock()
-        self._sampler = MemorySampler(self._snapshot, self._check, SAMPLE_S, name="monitor")
-
-    def watch(
-        self, container: Container, timeout_s: float, memory_mb: int, kill_after_s: float | None
-    ) -> None:
-        now = time.monotonic()
-        kill_at = None if kill_after_s is None else now + kill_after_s
-        with self._lock:
-            self._watched[container] = (now + timeout_s, memory_mb * 2**20, kill_at)
-        self._sampler.wake()
-
-    def unwatch(self, container: Container) -> None:
-        with self._lock:
-            self._watched.pop(container, None)
-
-    def _snapshot(self) -> dict[int, tuple[Container, tuple[float, int, float | None]]]:
-        with self._lock:
-            return {c.process.pid: (c, entry) for c, entry in self._watched.items()}
-
-    def _check(
-        self, watched: dict[int, tuple[Container, tuple[float, int, float | None]]], rss: dict[int, int]
-    ) -> None:
-        now = time.monotonic()
-        for pid, (container, entry) in watched.items():
-            deadline, memory, kill_at = entry
-            reason = (
-                "timeout"
-                if now >= deadline
-                else "memory"
-                if rss.get(pid, 0) > memory
-                else "killed"
-                if kill_at is not None and now >= kill_at
-                else None
-            )
-            with self._lock:  # still the same call (not one that started since the snapshot)
-                if reason and self._watched.get(container) is entry:
-                    container.kill(reason)
 
 
 # -- the platform ---------------------------------------------------------------------------------
@@ -399,17 +113,12 @@ class OpenWhisk:
         defaults = {**KNOBS, "blocking_window_s": args.blocking_window_s}
         self.controls = Controls(defaults, self.lock, on_reset=lambda: self.counters.clear())
         self.actions: dict[tuple[str, str], Action] = {}
-        self.idle: dict[tuple[str, str, int], list[Container]] = {}
-        self.containers: set[Container] = set()
         self.records: dict[str, dict[str, Any]] = {}
         self.counters: Counter[str] = Counter()
         self.tokens: dict[str, float] = {}
         self.in_flight = 0
-        self.closed = False
         self._token_secret = secrets.token_bytes(32)
-        self._spawner = _Spawner()
-        self._monitor = _Monitor()
-        self._ids = itertools.count()
+        self.pool = ContainerPool(self.lock, self._is_current)
 
     # -- auth ---------------------------------------------------------------------------------
 
@@ -486,10 +195,10 @@ class OpenWhisk:
             old = self.actions.get((ns, name))
             if old is not None and not overwrite:
                 raise HttpError(409, "resource already exists")
-            action = _parse_action(ns, name, body, old, self.maxima)
+            action = parse_action(ns, name, body, old, self.maxima)
             self.actions[(ns, name)] = action
         if old is not None:
-            self._stop_containers(lambda c: c.key[:2] == (ns, name), "updated")
+            self.pool.stop(lambda c: c.key[:2] == (ns, name), "updated")
         return action
 
     def delete_action(self, ns: str, name: str) -> Action:
@@ -497,7 +206,7 @@ class OpenWhisk:
             action = self.actions.pop((ns, name), None)
         if action is None:
             raise HttpError(404, NOT_FOUND)
-        self._stop_containers(lambda c: c.key[:2] == (ns, name), "deleted")
+        self.pool.stop(lambda c: c.key[:2] == (ns, name), "deleted")
         return action
 
     def list_actions(self, ns: str) -> list[dict[str, Any]]:
@@ -509,6 +218,15 @@ class OpenWhisk:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.controls.record(record)
+
+    def _is_current(self, key: tuple[str, str, int]) -> bool:
+        """Whether ``(namespace, action, revision)`` is the action's current revision (lock held)."""
+        action = self.actions.get(key[:2])
+        return action is not None and action.revision == key[2]
+
+    def close(self) -> None:
+        """Kill every container's process group and wait (a bounded time) until they are reaped."""
+        self.pool.close()
 
     # -- invocations --------------------------------------------------------------------------
 
@@ -593,7 +311,7 @@ class OpenWhisk:
         path = f"{action.namespace}/{action.name}"
         annotations = [
             {"key": "path", "value": path},
-            {"key": "waitTime", "value": max(0, _ms(start) - _ms(received))},
+            {"key": "waitTime", "value": max(0, ms(start) - ms(received))},
             {"key": "kind", "value": "blackbox"},
             {"key": "timeout", "value": bool(extra.get("timeout"))},
             {
@@ -608,9 +326,9 @@ class OpenWhisk:
             "name": action.name,
             "subject": action.namespace,
             "activationId": aid,
-            "start": _ms(start),
-            "end": _ms(end),
-            "duration": _ms(end) - _ms(start),
+            "start": ms(start),
+            "end": ms(end),
+            "duration": ms(end) - ms(start),
             "response": {
                 "status": STATUS[code],
                 "success": code == SUCCESS,
@@ -654,7 +372,7 @@ class OpenWhisk:
         }
         if auth and action.annotation("provide-api-key", True) not in (False, "false"):
             ow_env["api_key"] = auth
-        container, cold = self._acquire(action)
+        container, cold = self.pool.acquire((action.namespace, action.name, action.revision), self.url)
         if plan.both_placed is not None:  # two instances: neither is given back before both are placed
             with contextlib.suppress(threading.BrokenBarrierError):
                 plan.both_placed.wait(timeout=120)
@@ -670,103 +388,30 @@ class OpenWhisk:
         elif cold:
             init_env = {k: _env_text(v) for k, v in env.items()} | {
                 f"__OW_{k.upper()}": v
-                for k, v in (ow_env | {"deadline": str(_ms(time.time()) + timeout_ms)}).items()
+                for k, v in (ow_env | {"deadline": str(ms(time.time()) + timeout_ms)}).items()
             }
             value = {"name": action.name, "binary": action.exec["binary"], "main": "main", "env": init_env}
             value |= {"code": action.exec["code"]} if "code" in action.exec else {}
-            code, result, outcome = self._call(container, "/init", {"value": value}, action, None, init=True)
-            init_ms = _ms(time.time()) - _ms(start)
+            code, result, outcome = self.pool.call(
+                container, "/init", {"value": value}, action.limits, None, init=True
+            )
+            init_ms = ms(time.time()) - ms(start)
         if container is not None and code == SUCCESS:
             started = time.time()
-            body = {"value": args, **ow_env, "deadline": str(_ms(started) + timeout_ms)}
-            code, result, outcome = self._call(container, "/run", body, action, plan.kill_after_s, init=False)
+            body = {"value": args, **ow_env, "deadline": str(ms(started) + timeout_ms)}
+            code, result, outcome = self.pool.call(
+                container, "/run", body, action.limits, plan.kill_after_s, init=False
+            )
         end = time.time()
         extra = {"init_ms": init_ms, "timeout": outcome == "timeout", "size": len(json.dumps(result))}
         if container is not None:
-            self._release(container, healthy=code in (SUCCESS, APPLICATION_ERROR))
+            self.pool.release(container, healthy=code in (SUCCESS, APPLICATION_ERROR))
         instance = container.cid if container is not None else None
         if duplicate:
             self._log(_log_record(aid, instance, received, start, end, cold, "duplicate"))
             return
         self._log(_log_record(aid, instance, received, start, end, cold, outcome))  # before the answer
         self._finish(action, aid, received, start, end, code, result, extra, done)
-
-    def _call(
-        self,
-        container: Container,
-        path: str,
-        body: dict[str, Any],
-        action: Action,
-        kill_after_s: float | None,
-        init: bool,
-    ) -> tuple[int, dict[str, Any], str]:
-        """One /init or /run under the action's limits: ``(status code, result, log outcome)``."""
-        timeout_ms, memory_mb = action.limits["timeout"], action.limits["memory"]
-        self._monitor.watch(container, timeout_ms / 1000, memory_mb, kill_after_s)
-        try:
-            status, data = container.post(path, body, timeout_s=timeout_ms / 1000 + 30)
-        except (OSError, http.client.HTTPException):
-            status, data = None, b""
-        finally:
-            self._monitor.unwatch(container)
-        if container.kill_reason == "timeout":
-            return DEVELOPER_ERROR, {"error": _timed_out(timeout_ms, init)}, "timeout"
-        if container.kill_reason == "memory":
-            return DEVELOPER_ERROR, {"error": MEMORY_EXHAUSTED}, "memory"
-        if status is None or container.kill_reason is not None:
-            return DEVELOPER_ERROR, {"error": ABNORMAL_INIT if init else ABNORMAL_RUN}, "died"
-        return _interpret(status, data, init)
-
-    def _acquire(self, action: Action) -> tuple[Container | None, bool]:
-        """A warm container of ``action`` or a new one (cold), started and accepting connections."""
-        key = (action.namespace, action.name, action.revision)
-        with self.lock:
-            pool = self.idle.get(key, [])
-            while pool:
-                container = pool.pop()
-                if container.alive():
-                    return container, False
-                self.containers.discard(container)
-        for _ in range(3):  # another process may take the free port first
-            cid = f"wsk{next(self._ids)}_{action.name.replace('/', '_')}"
-            container = Container(cid, key, self._spawner, self.url)
-            with self.lock:
-                self.containers.add(container)
-                closed = self.closed
-            if not closed and container.wait_ready(60):
-                return container, True
-            self._stop_containers(lambda c, doomed=container: c is doomed, "start failed")
-            if closed:
-                break
-        return None, True
-
-    def _release(self, container: Container, healthy: bool) -> None:
-        with self.lock:
-            current = self.actions.get(container.key[:2])
-            if healthy and container.alive() and current is not None and current.revision == container.key[2]:
-                self.idle.setdefault(container.key, []).append(container)
-                return
-            self.containers.discard(container)
-        container.kill("destroyed")
-
-    def _stop_containers(self, which: Any, reason: str) -> list[Container]:
-        with self.lock:
-            doomed = [c for c in self.containers if which(c)]
-            self.containers.difference_update(doomed)
-            for pool in self.idle.values():
-                pool[:] = [c for c in pool if c not in doomed]
-        for container in doomed:
-            container.kill(reason)
-        return doomed
-
-    def close(self, grace_s: float = 5.0) -> None:
-        """Kill every container's process group and wait (a bounded time) until they are reaped."""
-        with self.lock:
-            self.closed = True
-        deadline = time.monotonic() + grace_s
-        for container in self._stop_containers(lambda c: True, "emulator stopped"):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                container.process.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _take(knobs: dict[str, Any], flag: str, allowed: bool) -> bool:
@@ -786,39 +431,6 @@ def _env_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, separators=(",", ":"))
-
-
-def _interpret(status: int, data: bytes, init: bool) -> tuple[int, dict[str, Any], str]:
-    """The activation response for a container's answer (``ActivationResponse.process*ResponseContent``)."""
-    if len(data) > MAX_PAYLOAD_BYTES:
-        text = data[:MAX_PAYLOAD_BYTES].decode("utf-8", "replace")
-        error = (
-            f"The action produced a response that exceeded the allowed length: {len(data)} > "
-            f"{MAX_PAYLOAD_BYTES} bytes. The truncated response was: {text}"
-        )
-        return (DEVELOPER_ERROR if init else APPLICATION_ERROR), {"error": error}, "error"
-    text = data.decode("utf-8", "replace")
-    try:
-        result = json.loads(text)
-    except ValueError:
-        result = None
-    if init:
-        if status == 200:
-            return SUCCESS, {}, "ok"
-        error = result.get("error") if isinstance(result, dict) else None
-        fallback = "The action failed during initialization" + (f": {text}" if text else ".")
-        return DEVELOPER_ERROR, {"error": error if error is not None else fallback}, "error"
-    if isinstance(result, dict):
-        if status == 200:
-            return (APPLICATION_ERROR, result, "error") if "error" in result else (SUCCESS, result, "ok")
-        error = result.get("error", f"The action did not produce a valid JSON or JSON Array response: {text}")
-        return DEVELOPER_ERROR, {"error": error}, "error"
-    invalid = "The action did not produce a valid JSON or JSON Array response" + (
-        f": {text}" if text else "."
-    )
-    if isinstance(result, list) and status == 200:
-        return SUCCESS, result, "ok"  # type: ignore[return-value]
-    return DEVELOPER_ERROR, {"error": invalid}, "error"
 
 
 def _log_record(
@@ -913,7 +525,7 @@ class Handler(LoopbackHandler):
         try:
             return json.loads(data)
         except ValueError as exc:
-            raise _malformed(str(exc)) from None
+            raise malformed(str(exc)) from None
 
     def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         ow = self.ow
@@ -951,7 +563,7 @@ class Handler(LoopbackHandler):
         if name == "invoke":
             payload = self._json(limit=MAX_PAYLOAD_BYTES)
             if payload is not None and not isinstance(payload, dict):
-                raise _malformed("the parameters must be a JSON object")
+                raise malformed("the parameters must be a JSON object")
             blocking, result_only = query.get("blocking") == "true", query.get("result") == "true"
             return ow.invoke(ns, groups["name"], payload or {}, blocking, result_only, basic)
         if name == "list_activations":
