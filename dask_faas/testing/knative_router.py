@@ -420,7 +420,7 @@ class Handler(LoopbackHandler):
         if answer is None:
             self.close_connection = True
         else:
-            self._answer(*answer)
+            self.send_answer(*answer)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
@@ -434,19 +434,7 @@ class Handler(LoopbackHandler):
         self._json(*router.controls.route(self.command, path, body, health=health))
 
     def _json(self, status: int, value: Any) -> None:
-        self._answer(status, [("Content-Type", "application/json")], json.dumps(value).encode())
-
-    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        try:
-            self.send_response(status)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-        except OSError:
-            self.close_connection = True
+        self.send_answer(status, [("Content-Type", "application/json")], json.dumps(value).encode())
 
 
 class Server(LoopbackServer):

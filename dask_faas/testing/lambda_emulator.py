@@ -623,15 +623,7 @@ class _Handler(LoopbackHandler):
             self._hold()
             return
         headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
-        try:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            self.close_connection = True
+        self.send_answer(status, headers.items(), data)
 
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 

@@ -519,12 +519,4 @@ class _RuntimeApiHandler(LoopbackHandler):
         self._send(status, {"Content-Type": "application/json"}, answer)
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        try:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            self.close_connection = True
+        self.send_answer(status, headers.items(), body)

@@ -592,16 +592,7 @@ class Handler(LoopbackHandler):
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
         data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:  # the client went away
-            self.close_connection = True
+        self.send_answer(status, [("Content-Type", "application/json"), *headers.items()], data)
 
 
 def main(argv: list[str] | None = None) -> None:
