@@ -12,12 +12,11 @@ and running a given number of calls at once (a platform backend's factory starts
 The payloads are real: each test writes a job to a :class:`~dask_faas.backends.storage.local.LocalStorage`
 in its tmp dir, seals :class:`~dask_faas.protocol.Invocation` messages with the job's key, and
 decodes the sealed :class:`~dask_faas.protocol.Response` the function (``dask_faas.worker``) sends
-back, with the public functions of ``protocol``, ``serialize`` and ``job``.
+back, with the public functions of ``protocol``, ``serialize`` and ``job`` (tests/payloads.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 from conftest import child_pids, hold_memory
 from fixtures_platforms import FUNCTION_ENV, LAMBDA_ROLE, OPENWHISK_AUTH, Platforms, lambda_variables
+from payloads import Payloads
 
 from dask_faas import (
     ConfigError,
@@ -40,13 +40,8 @@ from dask_faas import (
     FunctionTimeoutError,
     InvocationError,
     WorkerDiedError,
-    protocol,
-    serialize,
 )
 from dask_faas.backends.compute import ComputeBackend, InvokeOptions, registry
-from dask_faas.backends.storage.local import LocalStorage
-from dask_faas.job import Job
-from dask_faas.protocol import Invocation, Ref, Response
 
 #: ``(environment, concurrency, memory_mb) -> backend``: the backend deployed with ``environment``
 #: (signing key, storage credentials) that runs at most ``concurrency`` calls at once. ``memory_mb``
@@ -103,8 +98,8 @@ def wait_for(path: Path) -> None:
 # -- the harness: a real job, real payloads ---------------------------------------------------------
 
 
-class Harness:
-    """A job in local storage, the backends built for it, and its payloads.
+class Harness(Payloads):
+    """A job in local storage (:class:`~payloads.Payloads`), the backends built for it, and its calls.
 
     Parameters
     ----------
@@ -115,35 +110,15 @@ class Harness:
     """
 
     def __init__(self, root: Path, make_backend: BackendFactory) -> None:
-        self.storage = LocalStorage(root)
-        self.key = protocol.new_key()
-        # this module's functions travel by value: a platform's runtime image cannot import them
-        self.job = Job(self.storage, self.key, "contract", ship_modules=True)
-        self.environment = {**self.storage.deployment_environment(), protocol.KEY_ENV: self.key.hex()}
+        super().__init__(root, "contract")
         self._make = make_backend
         self._backends: list[ComputeBackend] = []
-        self._calls = itertools.count()
 
     def backend(self, concurrency: int = 2, memory_mb: int = 1024) -> ComputeBackend:
         """A new backend for this job (closed at teardown)."""
         backend = self._make(self.environment, concurrency, memory_mb)
         self._backends.append(backend)
         return backend
-
-    def payload(self, fn: Callable[..., Any], *args: Any) -> tuple[str, bytes]:
-        """A sealed invocation of ``fn(*args)``: its call id and its bytes."""
-        call = str(next(self._calls))
-        invocation = Invocation(
-            job=self.job.id,
-            call=call,
-            attempt=0,
-            function=self.job.function(fn),
-            args=serialize.dumps_arguments(fn.__name__, [(args, {})]),
-            storage=self.job.locator,
-            prefix=self.job.prefix,
-            inline_limit=2**16,
-        )
-        return call, protocol.seal(invocation, self.key)
 
     def invoke(
         self, backend: ComputeBackend, fn: Callable[..., Any], *args: Any, **options: Any
@@ -155,19 +130,13 @@ class Harness:
 
     def result(self, call: str, future: Future[bytes]) -> Any:
         """Decode the response of ``call``: its value, or raise the function's exception."""
-        response: Response = protocol.unseal(future.result(timeout=120), self.key, what="response")
-        assert (response.call, response.attempt) == (call, 0), "the response answers another call"
-        value = self.job.fetch(response.value) if isinstance(response.value, Ref) else response.value
-        if not response.ok:
-            raise serialize.loads_error(value)
-        return serialize.loads(value)[0]
+        return self.decode(future.result(timeout=120), call)
 
     def close(self) -> None:
+        """Close the backends, then the job (asserting it left nothing in the storage)."""
         for backend in self._backends:
             backend.close()
-        self.job.close()
-        left = list(self.storage.list(self.job.prefix))
-        assert not left, f"job prefix not empty after the job closed: {left}"
+        super().close()
 
 
 class ComputeBackendContract:

@@ -11,7 +11,7 @@ platform's limits (``timeoutSeconds`` -> 504, the memory limit -> 502). After th
 process is left.
 
 The functions invoked are defined here and pickled by value (the instances, like a real image,
-cannot import this module).
+cannot import this module): the job ships the test modules (tests/payloads.py).
 """
 
 from __future__ import annotations
@@ -31,19 +31,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
 import requests
+from payloads import Payloads
 
-from dask_faas import protocol, serialize
-from dask_faas.backends.storage.local import LocalStorage
-from dask_faas.job import Job
-from dask_faas.protocol import Invocation, Ref, Response
+from dask_faas import protocol
 from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.s3 import stop_process
 from dask_faas.testing.servers import Emulator, start_emulator
-
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 TOKEN = "knative-test-token"
 ROUTER = "dask_faas.testing.knative_router"
@@ -120,45 +115,6 @@ class WritesOnUnpickle:
 
 
 # -- jobs, services ---------------------------------------------------------------------------------
-
-
-class Calls:
-    """A job in local storage and its sealed payloads (as tests/test_compute_contract.py's Harness)."""
-
-    def __init__(self, root: Path) -> None:
-        self.storage = LocalStorage(root)
-        self.key = protocol.new_key()
-        self.job = Job(self.storage, self.key, "knative")
-        self.environment = {**self.storage.deployment_environment(), protocol.KEY_ENV: self.key.hex()}
-        self._count = 0
-
-    def payload(self, fn: Callable[..., Any], *args: Any, key: bytes | None = None) -> bytes:
-        self._count += 1
-        invocation = Invocation(
-            job=self.job.id,
-            call=str(self._count),
-            attempt=0,
-            function=self.job.function(fn),
-            args=serialize.dumps_arguments(fn.__name__, [(args, {})]),
-            storage=self.job.locator,
-            prefix=self.job.prefix,
-            inline_limit=2**16,
-        )
-        return protocol.seal(invocation, key or self.key)
-
-    def response(self, body: bytes) -> Response:
-        return protocol.unseal(body, self.key, what="response")
-
-    def result(self, body: bytes) -> Any:
-        """The function's value (or raise its exception) from a sealed response."""
-        response = self.response(body)
-        value = self.job.fetch(response.value) if isinstance(response.value, Ref) else response.value
-        if not response.ok:
-            raise serialize.loads_error(value)
-        return serialize.loads(value)[0]
-
-    def close(self) -> None:
-        self.job.close()
 
 
 def free_port() -> int:
@@ -248,14 +204,14 @@ def no_instance_left() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
-    calls = Calls(tmp_path_factory.mktemp("storage"))
+def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Payloads]:
+    calls = Payloads(tmp_path_factory.mktemp("storage"), "knative")
     yield calls
     calls.close()
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, calls: Calls) -> Iterator[Service]:
+def service(tmp_path_factory: pytest.TempPathFactory, calls: Payloads) -> Iterator[Service]:
     service = Service(tmp_path_factory.mktemp("service") / "one", calls.environment)
     yield service
     service.stop()
@@ -270,25 +226,25 @@ def test_health_routes_answer(service: Service) -> None:
         assert answer.status_code == 200, (route, answer.text)
 
 
-def test_a_sealed_invocation_runs_and_answers_the_sealed_response(service: Service, calls: Calls) -> None:
-    answer = service.post(calls.payload(double, 21))
+def test_a_sealed_invocation_runs_and_answers_the_sealed_response(service: Service, calls: Payloads) -> None:
+    answer = service.post(calls.payload(double, 21).body)
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "application/octet-stream"
-    assert calls.result(answer.content) == 42
+    assert calls.decode(answer.content) == 42
     lower_case_scheme = service.post(
-        calls.payload(double, 1), token=None, headers={"Authorization": f"bearer {TOKEN}"}
+        calls.payload(double, 1).body, token=None, headers={"Authorization": f"bearer {TOKEN}"}
     )
-    assert calls.result(lower_case_scheme.content) == 2, "the auth scheme is case-insensitive (RFC 9110)"
+    assert calls.decode(lower_case_scheme.content) == 2, "the auth scheme is case-insensitive (RFC 9110)"
     assert calls.response(answer.content).stats["pid"] == service.process.pid
-    answer = service.post(calls.payload(fail))
+    answer = service.post(calls.payload(fail).body)
     assert answer.status_code == 200, "a function's own error travels inside the sealed response"
     with pytest.raises(TypeError, match="on purpose"):
-        calls.result(answer.content)
+        calls.decode(answer.content)
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token", TOKEN + "x", ""])
 def test_a_call_without_the_right_token_is_401_and_nothing_is_unpickled(
-    service: Service, calls: Calls, tmp_path: Path, token: str | None
+    service: Service, calls: Payloads, tmp_path: Path, token: str | None
 ) -> None:
     marker = tmp_path / "unpickled"
     payload = protocol.seal(WritesOnUnpickle(marker), calls.key)  # signed with the service's key
@@ -300,7 +256,7 @@ def test_a_call_without_the_right_token_is_401_and_nothing_is_unpickled(
 
 
 def test_the_token_is_the_only_gate_that_stopped_the_unpickling(
-    service: Service, calls: Calls, tmp_path: Path
+    service: Service, calls: Payloads, tmp_path: Path
 ) -> None:
     """The control of the test above: with the token, the same payload is unpickled (so 401 meant it)."""
     marker = tmp_path / "unpickled"
@@ -316,28 +272,28 @@ def test_a_large_body_without_the_token_is_refused_from_its_headers(service: Ser
 
 
 def test_garbage_with_the_token_is_refused_and_the_instance_stays_healthy(
-    service: Service, calls: Calls
+    service: Service, calls: Payloads
 ) -> None:
     for garbage in (b"\x80\x05garbage", pickle.dumps(object) * 3):
         answer = service.post(garbage)
         assert answer.status_code == 403, answer.text
         assert "IntegrityError" in answer.text
     assert service.ready()
-    assert calls.result(service.post(calls.payload(double, 2)).content) == 4
+    assert calls.decode(service.post(calls.payload(double, 2).body).content) == 4
 
 
 def test_a_payload_sealed_with_another_key_is_403_and_nothing_runs(
-    service: Service, calls: Calls, tmp_path: Path
+    service: Service, calls: Payloads, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
-    answer = service.post(calls.payload(touch, str(marker), key=protocol.new_key()))
+    answer = service.post(calls.payload(touch, str(marker), key=protocol.new_key()).body)
     assert answer.status_code == 403, answer.text
     assert "IntegrityError" in answer.text and "signature" in answer.text
     assert not marker.exists()
 
 
-def test_another_protocol_version_is_400(service: Service, calls: Calls) -> None:
-    payload = bytearray(calls.payload(double, 1))
+def test_another_protocol_version_is_400(service: Service, calls: Payloads) -> None:
+    payload = bytearray(calls.payload(double, 1).body)
     payload[len(protocol.MAGIC)] = protocol.VERSION + 1
     answer = service.post(bytes(payload))
     assert answer.status_code == 400, answer.text
@@ -352,48 +308,48 @@ def test_other_methods_are_405_and_an_empty_post_is_400(service: Service) -> Non
 
 
 def test_health_answers_during_a_call_and_a_second_call_waits_for_the_thread(
-    service: Service, calls: Calls, tmp_path: Path
+    service: Service, calls: Payloads, tmp_path: Path
 ) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     answers: dict[str, requests.Response] = {}
-    first = threading.Thread(
-        target=lambda: answers.update(a=service.post(calls.payload(hold_until, str(started), str(release))))
-    )
+    hold = calls.payload(hold_until, str(started), str(release))
+    after = calls.payload(started_after, f"{started}.end")
+    first = threading.Thread(target=lambda: answers.update(a=service.post(hold.body)))
     first.start()
     try:
         _wait_for_file(started)
         assert service.ready(), "readiness must answer while a call runs"
-        second = threading.Thread(
-            target=lambda: answers.update(b=service.post(calls.payload(started_after, f"{started}.end")))
-        )
+        second = threading.Thread(target=lambda: answers.update(b=service.post(after.body)))
         second.start()
     finally:
         release.write_text("")
         first.join(60)
     second.join(60)
-    assert calls.result(answers["a"].content) == "released"
-    assert calls.result(answers["b"].content) is True, "with one thread, the second call ran after the first"
+    assert calls.decode(answers["a"].content, hold.call) == "released"
+    assert calls.decode(answers["b"].content, after.call) is True, (
+        "with one thread, the second call ran after the first"
+    )
 
 
-def test_instance_concurrency_runs_calls_at_once(tmp_path: Path, calls: Calls) -> None:
+def test_instance_concurrency_runs_calls_at_once(tmp_path: Path, calls: Payloads) -> None:
     service = Service(tmp_path / "two", calls.environment, concurrency=2)
     try:
         barrier = tmp_path / "barrier"
         barrier.mkdir()
-        payloads = [calls.payload(meet, str(barrier), 2) for _ in range(2)]
+        payloads = [calls.payload(meet, str(barrier), 2).body for _ in range(2)]
         answers: list[requests.Response] = []
         threads = [threading.Thread(target=lambda p=p: answers.append(service.post(p))) for p in payloads]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(90)
-        assert [calls.result(a.content) for a in answers] == [2, 2]
+        assert [calls.decode(a.content) for a in answers] == [2, 2]
     finally:
         service.stop()
     assert service.process.returncode == 0, f"SIGTERM must stop the runtime gracefully:\n{service.output()}"
 
 
-def test_the_runtime_refuses_to_start_without_a_token(tmp_path: Path, calls: Calls) -> None:
+def test_the_runtime_refuses_to_start_without_a_token(tmp_path: Path, calls: Payloads) -> None:
     env = clean_environment(
         tmp_path, **calls.environment, PORT=str(free_port()), DASK_FAAS_LISTEN_HOST="127.0.0.1"
     )
@@ -414,7 +370,7 @@ def test_the_runtime_refuses_to_start_without_a_token(tmp_path: Path, calls: Cal
 class Routed:
     """The router and the job whose calls go through it."""
 
-    def __init__(self, emulator: Emulator, calls: Calls) -> None:
+    def __init__(self, emulator: Emulator, calls: Payloads) -> None:
         self.emulator, self.calls = emulator, calls
 
     def post(self, body: bytes, token: str | None = TOKEN, **kwargs: Any) -> requests.Response:
@@ -425,9 +381,10 @@ class Routed:
         return requests.post(self.emulator.url, data=body, headers=headers, proxies=NO_PROXY, **kwargs)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        answer = self.post(self.calls.payload(fn, *args))
+        call, body = self.calls.payload(fn, *args)
+        answer = self.post(body)
         assert answer.status_code == 200, answer.text
-        return self.calls.result(answer.content)
+        return self.calls.decode(answer.content, call)
 
     def log_when(self, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 60
@@ -450,7 +407,7 @@ class Routed:
 
 
 @pytest.fixture(scope="module")
-def routed_module(tmp_path_factory: pytest.TempPathFactory, calls: Calls) -> Iterator[Routed]:
+def routed_module(tmp_path_factory: pytest.TempPathFactory, calls: Payloads) -> Iterator[Routed]:
     env_file = tmp_path_factory.mktemp("router") / "env.json"
     env_file.write_text(
         json.dumps({**calls.environment, "DASK_FAAS_HTTP_TOKEN": TOKEN, "TEST_MARKER": MARKER})
@@ -494,7 +451,7 @@ def test_router_queues_requests_while_every_instance_is_busy(routed: Routed, tmp
 
     def post(name: str, fn: Callable[..., Any], *args: Any) -> threading.Thread:
         thread = threading.Thread(
-            target=lambda: answers.update({name: routed.post(routed.calls.payload(fn, *args))})
+            target=lambda: answers.update({name: routed.post(routed.calls.payload(fn, *args).body)})
         )
         thread.start()
         return thread
@@ -508,8 +465,8 @@ def test_router_queues_requests_while_every_instance_is_busy(routed: Routed, tmp
         release.write_text("")
         for thread in threads:
             thread.join(60)
-    assert [routed.calls.result(answers[str(h)].content) for h in holders] == ["released"] * 2
-    assert routed.calls.result(answers["queued"].content) is True, "the third call ran before a slot was free"
+    assert [routed.calls.decode(answers[str(h)].content) for h in holders] == ["released"] * 2
+    assert routed.calls.decode(answers["queued"].content) is True, "the third call ran before a slot was free"
 
 
 def test_router_adds_latency_before_a_delivery(routed: Routed) -> None:
@@ -520,7 +477,7 @@ def test_router_adds_latency_before_a_delivery(routed: Routed) -> None:
 
 
 def test_router_forwards_the_token_for_the_instances_to_check(routed: Routed) -> None:
-    answer = routed.post(routed.calls.payload(double, 1), token="wrong")
+    answer = routed.post(routed.calls.payload(double, 1).body, token="wrong")
     assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
     assert routed.emulator.log()[0]["outcome"] == "error"
 
@@ -528,11 +485,11 @@ def test_router_forwards_the_token_for_the_instances_to_check(routed: Routed) ->
 def test_router_throttles_with_429_or_503_and_retry_after(routed: Routed) -> None:
     routed.emulator.configure(throttle=2, retry_after_s=1.5)
     for _ in range(2):
-        answer = routed.post(routed.calls.payload(double, 1))
+        answer = routed.post(routed.calls.payload(double, 1).body)
         assert answer.status_code == 429 and answer.headers["Retry-After"] == "1.5"
     assert routed.call(double, 3) == 6
     routed.emulator.configure(throttle=1, throttle_status=503, retry_after_s=None)
-    answer = routed.post(routed.calls.payload(double, 1))
+    answer = routed.post(routed.calls.payload(double, 1).body)
     assert answer.status_code == 503 and "Retry-After" not in answer.headers
     assert routed.call(double, 4) == 8
     assert [r["outcome"] for r in routed.emulator.log()] == ["ok", "ok"], (
@@ -544,7 +501,7 @@ def test_router_loses_a_request_until_the_client_gives_up(routed: Routed, tmp_pa
     routed.emulator.configure(lose=1)
     marker = tmp_path / "ran"
     with pytest.raises(requests.Timeout):
-        routed.post(routed.calls.payload(touch, str(marker)), timeout=1)
+        routed.post(routed.calls.payload(touch, str(marker)).body, timeout=1)
     log = routed.log_when(lambda log: log and log[0]["ended"] is not None)
     assert log[0]["outcome"] == "lost" and log[0]["instance"] is None
     assert not marker.exists()
@@ -553,9 +510,9 @@ def test_router_loses_a_request_until_the_client_gives_up(routed: Routed, tmp_pa
 
 def test_router_duplicates_a_delivery_to_two_instances_and_answers_once(routed: Routed) -> None:
     routed.emulator.configure(duplicate=1)
-    answer = routed.post(routed.calls.payload(getpid), headers={"X-Request-Id": "dup-1"})
+    answer = routed.post(routed.calls.payload(getpid).body, headers={"X-Request-Id": "dup-1"})
     assert answer.status_code == 200
-    pid = routed.calls.result(answer.content)
+    pid = routed.calls.decode(answer.content)
     assert len(routed.emulator.log()) == 2, "the answer leaves once both deliveries started"
     log = routed.log_when(lambda log: all(r["ended"] is not None for r in log))
     assert {r["request_id"] for r in log} == {"dup-1"}
@@ -565,7 +522,7 @@ def test_router_duplicates_a_delivery_to_two_instances_and_answers_once(routed: 
 
 def test_router_kill_answers_502_and_the_next_call_works(routed: Routed) -> None:
     routed.emulator.configure(kill=1, kill_after_s=0.2)
-    answer = routed.post(routed.calls.payload(time.sleep, 30))
+    answer = routed.post(routed.calls.payload(time.sleep, 30).body)
     assert answer.status_code == 502, answer.text
     assert routed.emulator.log()[0]["outcome"] == "died"
     assert routed.call(double, 6) == 12
@@ -574,7 +531,7 @@ def test_router_kill_answers_502_and_the_next_call_works(routed: Routed) -> None
 
 def test_router_timeout_answers_504_and_restarts_the_instance(routed: Routed) -> None:
     before = {i["pid"] for i in routed.wait_all_ready()}
-    answer = routed.post(routed.calls.payload(time.sleep, 30))
+    answer = routed.post(routed.calls.payload(time.sleep, 30).body)
     assert answer.status_code == 504 and answer.text == "activator request timeout\n"
     (record,) = routed.emulator.log()
     assert record["outcome"] == "timeout" and record["instance"] in before
@@ -589,7 +546,7 @@ def test_router_timeout_answers_504_and_restarts_the_instance(routed: Routed) ->
 
 
 def test_router_memory_limit_answers_502(routed: Routed) -> None:
-    answer = routed.post(routed.calls.payload(hog, 2 * ROUTER_MEMORY_MB))
+    answer = routed.post(routed.calls.payload(hog, 2 * ROUTER_MEMORY_MB).body)
     assert answer.status_code == 502, answer.text
     assert routed.emulator.log()[0]["outcome"] == "memory"
     assert routed.call(double, 8) == 16

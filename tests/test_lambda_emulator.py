@@ -2,7 +2,7 @@
 
 One emulator for the module (``python -m dask_faas.testing.lambda_emulator``); functions are created
 through boto3 with the environment a FaasExecutor gives them (a LocalStorage root, the signing key).
-Payloads are real sealed invocations (as in ``test_compute_contract.Harness``), base64 in
+Payloads are real sealed invocations (tests/payloads.py), base64 in
 ``{"dask_faas": ...}``; every instance is ``python -m awslambdaric function_runtime.aws_lambda.handler``
 talking to the emulator's Lambda Runtime API. This module is pickled by value (instances, like real
 ones, cannot import the tests), as a FaasExecutor ships a user's own modules.
@@ -25,15 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import cloudpickle
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
+from payloads import Payloads
 
-from dask_faas import protocol, serialize
-from dask_faas.backends.storage.local import LocalStorage
-from dask_faas.job import Job
-from dask_faas.protocol import Invocation, Ref
+from dask_faas import protocol
 from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV
 from dask_faas.testing.servers import Emulator, start_emulator
@@ -42,44 +39,17 @@ ROLE = "arn:aws:iam::123456789012:role/dask-faas"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dask-faas:latest"
 
 
-class Payloads:
-    """A job in local storage and its sealed invocations, as a FaasExecutor would make them."""
+def invoke_body(payloads: Payloads, fn: Callable[..., Any], *args: Any, **options: Any) -> tuple[str, bytes]:
+    """The call id and Invoke body (JSON event) of ``fn(*args)``; ``options``: ``key``, ``inline_limit``."""
+    call, event = payloads.event(fn, *args, **options)
+    return call, json.dumps(event).encode()
 
-    def __init__(self, root: Path) -> None:
-        self.storage = LocalStorage(root)
-        self.key = protocol.new_key()
-        self.job = Job(self.storage, self.key, "lambda")
-        self.environment = {**self.storage.deployment_environment(), protocol.KEY_ENV: self.key.hex()}
-        self._calls = itertools.count()
 
-    def event(
-        self, fn: Callable[..., Any], *args: Any, key: bytes | None = None, inline_limit: int = 2**16
-    ) -> tuple[str, bytes]:
-        """The Invoke body for ``fn(*args)`` and its call id; ``key`` seals it with another key."""
-        call = str(next(self._calls))
-        invocation = Invocation(
-            job=self.job.id,
-            call=call,
-            attempt=0,
-            function=self.job.function(fn),
-            args=serialize.dumps_arguments(getattr(fn, "__name__", "fn"), [(args, {})]),
-            storage=self.job.locator,
-            prefix=self.job.prefix,
-            inline_limit=inline_limit,
-        )
-        sealed = protocol.seal(invocation, key or self.key)
-        return call, json.dumps({"dask_faas": base64.b64encode(sealed).decode()}).encode()
-
-    def result(self, call: str, answer: dict[str, Any]) -> Any:
-        """Decode a successful Invoke answer: the function's value (or raise its exception)."""
-        body = json.loads(answer["Payload"].read())
-        assert "FunctionError" not in answer, body
-        response = protocol.unseal(base64.b64decode(body["dask_faas"]), self.key, what="response")
-        assert (response.call, response.attempt) == (call, 0)
-        value = self.job.fetch(response.value) if isinstance(response.value, Ref) else response.value
-        if not response.ok:
-            raise serialize.loads_error(value)
-        return serialize.loads(value)[0]
+def answer_value(payloads: Payloads, call: str, answer: dict[str, Any]) -> Any:
+    """Decode a successful Invoke answer of ``call``: the function's value (or raise its exception)."""
+    body = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, body
+    return payloads.decode_event(body, call)
 
 
 def platform_error(answer: dict[str, Any]) -> dict[str, Any]:
@@ -142,15 +112,9 @@ def lambda_client(emulator: Emulator, read_timeout: float) -> Any:
 
 @pytest.fixture(scope="module")
 def payloads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Payloads]:
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    payloads = Payloads(tmp_path_factory.mktemp("lambda-storage"))
-    try:
-        yield payloads
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-        payloads.job.close()
-    left = list(payloads.storage.list(payloads.job.prefix))
-    assert not left, f"job prefix not empty after the job closed: {left}"
+    payloads = Payloads(tmp_path_factory.mktemp("lambda-storage"), "lambda")
+    yield payloads
+    payloads.close()
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +152,8 @@ def fresh_knobs(emulator: Emulator) -> None:
 
 
 def invoke(client: Any, payloads: Payloads, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-    call, event = payloads.event(fn, *args)
-    return payloads.result(call, client.invoke(FunctionName=name, Payload=event))
+    call, event = invoke_body(payloads, fn, *args)
+    return answer_value(payloads, call, client.invoke(FunctionName=name, Payload=event))
 
 
 def wait_for_log(emulator: Emulator, count: int) -> list[dict[str, Any]]:
@@ -262,10 +226,10 @@ def test_result_comes_back_cold_then_warm(emulator: Emulator, client: Any, paylo
         MemorySize=256,
     )
     assert invoke(client, payloads, fresh, operator.mul, 6, 7) == 42
-    call, event = payloads.event(os.getpid)
+    call, event = invoke_body(payloads, os.getpid)
     answer = client.invoke(FunctionName=fresh, Payload=event, Qualifier="$LATEST")
     assert answer["StatusCode"] == 200 and answer["ExecutedVersion"] == "$LATEST"
-    first = payloads.result(call, answer)
+    first = answer_value(payloads, call, answer)
     assert invoke(client, payloads, fresh, os.getpid) == first, "a warm instance must serve the next call"
     records = emulator.log()
     assert [r["cold"] for r in records] == [True, False, False]
@@ -298,7 +262,7 @@ def test_instances_get_a_clean_lambda_environment(client: Any, payloads: Payload
 def test_refused_payload_is_an_unhandled_integrity_error(
     client: Any, payloads: Payloads, function: str
 ) -> None:
-    _, event = payloads.event(operator.add, 1, 2, key=protocol.new_key())
+    _, event = invoke_body(payloads, operator.add, 1, 2, key=protocol.new_key())
     error = platform_error(client.invoke(FunctionName=function, Payload=event))
     assert error["errorType"] == "IntegrityError", error
     assert "stackTrace" in error and error["requestId"]
@@ -309,7 +273,7 @@ def test_timeout_is_sandbox_timedout(
     emulator: Emulator, client: Any, payloads: Payloads, make_function: Callable[..., str]
 ) -> None:
     name = make_function(Timeout=1)
-    _, event = payloads.event(time.sleep, 30)
+    _, event = invoke_body(payloads, time.sleep, 30)
     answer = client.invoke(FunctionName=name, Payload=event)
     error = platform_error(answer)
     request_id = answer["ResponseMetadata"]["RequestId"]
@@ -325,7 +289,7 @@ def test_memory_is_runtime_out_of_memory(
     emulator: Emulator, client: Any, payloads: Payloads, make_function: Callable[..., str]
 ) -> None:
     name = make_function(MemorySize=128)
-    _, event = payloads.event(hold_memory, 300)
+    _, event = invoke_body(payloads, hold_memory, 300)
     answer = client.invoke(FunctionName=name, Payload=event)
     request_id = answer["ResponseMetadata"]["RequestId"]
     assert platform_error(answer) == {
@@ -339,7 +303,7 @@ def test_memory_is_runtime_out_of_memory(
 def test_death_mid_call_is_runtime_exit_error(
     emulator: Emulator, client: Any, payloads: Payloads, function: str
 ) -> None:
-    _, event = payloads.event(die)
+    _, event = invoke_body(payloads, die)
     answer = client.invoke(FunctionName=function, Payload=event)
     request_id = answer["ResponseMetadata"]["RequestId"]
     assert platform_error(answer) == {
@@ -351,7 +315,7 @@ def test_death_mid_call_is_runtime_exit_error(
 
 
 def test_exit_status_is_named(client: Any, payloads: Payloads, function: str) -> None:
-    _, event = payloads.event(os._exit, 3)
+    _, event = invoke_body(payloads, os._exit, 3)
     error = platform_error(client.invoke(FunctionName=function, Payload=event))
     assert error["errorType"] == "Runtime.ExitError"
     assert error["errorMessage"].endswith("Error: Runtime exited with error: exit status 3")
@@ -370,7 +334,7 @@ def test_request_over_6_mb_is_413(client: Any, function: str) -> None:
 def test_response_over_6_mb_is_response_size_too_large(
     client: Any, payloads: Payloads, function: str
 ) -> None:
-    _, event = payloads.event(big, 7 * 2**20, inline_limit=2**24)
+    _, event = invoke_body(payloads, big, 7 * 2**20, inline_limit=2**24)
     error = platform_error(client.invoke(FunctionName=function, Payload=event))
     assert error == {
         "errorMessage": "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
@@ -383,7 +347,7 @@ def test_init_failure_is_reported_to_the_caller(
     client: Any, payloads: Payloads, make_function: Callable
 ) -> None:
     name = make_function(ImageConfig={"Command": ["no_such_module.handler"]})
-    _, event = payloads.event(operator.add, 1, 1)
+    _, event = invoke_body(payloads, operator.add, 1, 1)
     error = platform_error(client.invoke(FunctionName=name, Payload=event))
     assert error["errorType"] == "Runtime.ImportModuleError", error
     assert "no_such_module" in error["errorMessage"]
@@ -400,15 +364,15 @@ def test_reserved_concurrency_throttles_with_429(
         == 1
     )
     started, go = tmp_path / "started", tmp_path / "go"
-    call, event = payloads.event(touch_and_wait, str(started), str(go))
+    call, event = invoke_body(payloads, touch_and_wait, str(started), str(go))
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.invoke, FunctionName=name, Payload=event)
         wait_for(started)
-        _, second = payloads.event(operator.add, 1, 1)
+        _, second = invoke_body(payloads, operator.add, 1, 1)
         with pytest.raises(client.exceptions.TooManyRequestsException) as info:
             client.invoke(FunctionName=name, Payload=second)
         go.write_text("go")
-        assert payloads.result(call, first.result(timeout=120)) == "done"
+        assert answer_value(payloads, call, first.result(timeout=120)) == "done"
     assert info.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
     assert info.value.response["Error"]["Message"] == "Rate Exceeded."
@@ -421,7 +385,7 @@ def test_reserved_concurrency_throttles_with_429(
 def test_throttle_knob(emulator: Emulator, client: Any, payloads: Payloads, function: str) -> None:
     emulator.configure(throttle=2, retry_after_s=0.5)
     for _ in range(2):
-        _, event = payloads.event(operator.add, 1, 1)
+        _, event = invoke_body(payloads, operator.add, 1, 1)
         with pytest.raises(client.exceptions.TooManyRequestsException) as info:
             client.invoke(FunctionName=function, Payload=event)
         assert info.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "0.5"
@@ -433,7 +397,7 @@ def test_throttle_knob(emulator: Emulator, client: Any, payloads: Payloads, func
 def test_lose_knob_holds_the_request(emulator: Emulator, payloads: Payloads, function: str) -> None:
     emulator.configure(lose=1)
     impatient = lambda_client(emulator, read_timeout=1)
-    _, event = payloads.event(operator.add, 1, 1)
+    _, event = invoke_body(payloads, operator.add, 1, 1)
     with pytest.raises(ReadTimeoutError):
         impatient.invoke(FunctionName=function, Payload=event)
     assert invoke(impatient, payloads, function, operator.add, 2, 1) == 3
@@ -446,9 +410,9 @@ def test_duplicate_knob_delivers_twice_answers_once(
     emulator: Emulator, client: Any, payloads: Payloads, function: str
 ) -> None:
     emulator.configure(duplicate=1)
-    call, event = payloads.event(operator.mul, 3, 5)
+    call, event = invoke_body(payloads, operator.mul, 3, 5)
     answer = client.invoke(FunctionName=function, Payload=event)
-    assert payloads.result(call, answer) == 15
+    assert answer_value(payloads, call, answer) == 15
     records = wait_for_log(emulator, 2)
     assert len(records) == 2
     assert {r["request_id"] for r in records} == {answer["ResponseMetadata"]["RequestId"]}
@@ -458,7 +422,7 @@ def test_duplicate_knob_delivers_twice_answers_once(
 
 def test_kill_knob(emulator: Emulator, client: Any, payloads: Payloads, function: str) -> None:
     emulator.configure(kill=1, kill_after_s=0.2)
-    _, event = payloads.event(time.sleep, 20)
+    _, event = invoke_body(payloads, time.sleep, 20)
     error = platform_error(client.invoke(FunctionName=function, Payload=event))
     assert error["errorType"] == "Runtime.ExitError"
     assert error["errorMessage"].endswith("Runtime exited with error: signal: killed")
@@ -580,9 +544,9 @@ def test_concurrent_calls_run_on_separate_warm_instances(
 def test_prints_reach_the_emulator_output_and_the_log_tail(
     client: Any, emulator: Emulator, payloads: Payloads, function: str
 ) -> None:
-    call, event = payloads.event(print, "hello from the function")
+    call, event = invoke_body(payloads, print, "hello from the function")
     answer = client.invoke(FunctionName=function, Payload=event, LogType="Tail")
-    assert payloads.result(call, answer) is None
+    assert answer_value(payloads, call, answer) is None
     request_id = answer["ResponseMetadata"]["RequestId"]
     tail = base64.b64decode(answer["LogResult"]).decode()
     assert f"START RequestId: {request_id} Version: $LATEST" in tail

@@ -3,8 +3,8 @@
 One emulator for the module (Basic auth and an IAM API key); each test resets its knobs and log. The
 payloads are real: a job in a LocalStorage, sealed Invocations of it, sealed Responses decoded. The
 action containers are real ``function_runtime.openwhisk`` processes with a clean environment, so the
-functions shipped here are pickled by value (this module is registered with cloudpickle, as a user
-ships modules the runtime image does not hold). After the module no container process is left.
+functions shipped here are pickled by value (the job ships this module, as a user ships modules the
+runtime image does not hold: tests/payloads.py). After the module no container process is left.
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
 import requests
+from payloads import Payloads
 
-from dask_faas import protocol, serialize
-from dask_faas.backends.storage.local import LocalStorage
-from dask_faas.job import Job
-from dask_faas.protocol import Invocation, Ref, Response
+from dask_faas import protocol
 from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.servers import Emulator, start_emulator
 
@@ -39,8 +36,6 @@ MODULE = "dask_faas.testing.openwhisk_emulator"
 AUTH = "0f4c1c5c-6d52-4b7c-9a57-2b4b1d7b9e11:s3cr3t-k3y-of-the-test-namespace"
 IAM_KEY = "test-ibm-cloud-api-key"
 ROOMY = {"timeout": 60000, "memory": 256}
-
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # -- functions the actions run (pickled by value; no asserts: pytest rewrites them) ----------------
@@ -91,47 +86,6 @@ def surroundings() -> dict[str, Any]:
     return {"environ": dict(os.environ), "cwd": os.getcwd(), "listing": os.listdir(".")}
 
 
-# -- payloads ----------------------------------------------------------------------------------------
-
-
-class Payloads:
-    """A job in local storage: sealed invocations in, sealed responses out."""
-
-    def __init__(self, root: Path) -> None:
-        self.storage = LocalStorage(root)
-        self.key = protocol.new_key()
-        self.job = Job(self.storage, self.key, "openwhisk")
-        #: What a FaasExecutor deploys: the storage settings and the signing key.
-        self.environment = {**self.storage.deployment_environment(), protocol.KEY_ENV: self.key.hex()}
-        self._calls = 0
-
-    def make(self, fn: Callable[..., Any], *args: Any, inline_limit: int = 2**16, key: bytes | None = None):
-        """``(call id, invoke body)`` of ``fn(*args)``, sealed with the job's key (or ``key``)."""
-        self._calls += 1
-        call = str(self._calls)
-        invocation = Invocation(
-            job=self.job.id,
-            call=call,
-            attempt=0,
-            function=self.job.function(fn),
-            args=serialize.dumps_arguments(fn.__name__, [(args, {})]),
-            storage=self.job.locator,
-            prefix=self.job.prefix,
-            inline_limit=inline_limit,
-        )
-        sealed = protocol.seal(invocation, key or self.key)
-        return call, {"dask_faas": base64.b64encode(sealed).decode()}
-
-    def decode(self, call: str, result: dict[str, Any]) -> Any:
-        """The value of the action's result ``{"dask_faas": base64}``, or raise the function's error."""
-        response: Response = protocol.unseal(base64.b64decode(result["dask_faas"]), self.key, "response")
-        assert response.call == call
-        value = self.job.fetch(response.value) if isinstance(response.value, Ref) else response.value
-        if not response.ok:
-            raise serialize.loads_error(value)
-        return serialize.loads(value)[0]
-
-
 # -- fixtures ----------------------------------------------------------------------------------------
 
 
@@ -160,9 +114,9 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def payloads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Payloads]:
-    p = Payloads(tmp_path_factory.mktemp("storage"))
+    p = Payloads(tmp_path_factory.mktemp("storage"), "openwhisk")
     yield p
-    p.job.close()
+    p.close()
 
 
 @pytest.fixture
@@ -226,7 +180,7 @@ def poll(check: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
 
 
 def test_result_comes_back_in_the_activation_record(ow, emulator, payloads, action) -> None:
-    call, body = payloads.make(double, 21)
+    call, body = payloads.event(double, 21)
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 200, answer.text
     record = answer.json()
@@ -234,32 +188,32 @@ def test_result_comes_back_in_the_activation_record(ow, emulator, payloads, acti
     assert record["response"]["status"] == "success" and record["response"]["success"] is True
     assert {"start", "end", "duration", "namespace", "name"} <= set(record)
     assert (record["namespace"], record["name"]) == ("guest", "dask")
-    assert payloads.decode(call, record["response"]["result"]) == 42
+    assert payloads.decode_event(record["response"]["result"], call) == 42
     (entry,) = emulator.log()
     assert entry["request_id"] == record["activationId"] and entry["outcome"] == "ok"
     assert entry["received"] <= entry["started"] <= entry["ended"]
 
 
 def test_result_true_answers_the_result_alone(ow, emulator, payloads, action) -> None:
-    call, body = payloads.make(double, 5)
+    call, body = payloads.event(double, 5)
     answer = invoke(ow, emulator.url, action, body, result="true")
     assert answer.status_code == 200, answer.text
-    assert payloads.decode(call, answer.json()) == 10
+    assert payloads.decode_event(answer.json(), call) == 10
 
 
 def test_warm_container_is_reused(ow, emulator, payloads, action) -> None:
     pids = []
     for _ in range(3):
-        call, body = payloads.make(getpid)
-        pids.append(payloads.decode(call, invoke(ow, emulator.url, action, body, result="true").json()))
+        call, body = payloads.event(getpid)
+        pids.append(payloads.decode_event(invoke(ow, emulator.url, action, body, result="true").json(), call))
     assert len(set(pids)) == 1, pids
     log = emulator.log()
     assert [e["cold"] for e in log[1:]] == [False, False] and len({e["instance"] for e in log}) == 1
 
 
 def test_container_has_a_clean_environment_and_the_init_parameters(ow, emulator, payloads, action) -> None:
-    call, body = payloads.make(surroundings)
-    seen = payloads.decode(call, invoke(ow, emulator.url, action, body, result="true").json())
+    call, body = payloads.event(surroundings)
+    seen = payloads.decode_event(invoke(ow, emulator.url, action, body, result="true").json(), call)
     environ = seen["environ"]
     assert environ[protocol.KEY_ENV] == payloads.key.hex(), "init parameters must reach the environment"
     assert "PYTHONPATH" not in environ and environ["PYTHONUNBUFFERED"] == "1"
@@ -272,14 +226,14 @@ def test_container_has_a_clean_environment_and_the_init_parameters(ow, emulator,
 
 def test_container_output_goes_to_the_emulator_output(ow, emulator, payloads, action) -> None:
     marker = f"hello-{uuid.uuid4().hex}"
-    call, body = payloads.make(shout, marker)
-    assert payloads.decode(call, invoke(ow, emulator.url, action, body, result="true").json()) == marker
+    call, body = payloads.event(shout, marker)
+    assert payloads.decode_event(invoke(ow, emulator.url, action, body, result="true").json(), call) == marker
     line = poll(lambda: next((s for s in emulator.output().splitlines() if marker in s), None), "the output")
     assert line.startswith("[wsk") and line.endswith(f"] {marker}")
 
 
 def test_refused_payload_is_an_application_error(ow, emulator, payloads, action) -> None:
-    _, body = payloads.make(double, 1, key=protocol.new_key())
+    _, body = payloads.event(double, 1, key=protocol.new_key())
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 502
     response = answer.json()["response"]
@@ -290,11 +244,11 @@ def test_refused_payload_is_an_application_error(ow, emulator, payloads, action)
 
 
 def test_function_exception_comes_back_inside_the_response(ow, emulator, payloads, action) -> None:
-    call, body = payloads.make(double, None)
+    call, body = payloads.event(double, None)
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 200
     with pytest.raises(TypeError, match="unsupported operand"):
-        payloads.decode(call, answer.json()["response"]["result"])
+        payloads.decode_event(answer.json()["response"]["result"], call)
 
 
 # -- limits and deaths -------------------------------------------------------------------------------
@@ -319,7 +273,7 @@ def small(emulator: Emulator, payloads: Payloads) -> str:
 
 
 def test_timeout_is_an_action_developer_error(ow, emulator, payloads, brief) -> None:
-    _, body = payloads.make(time.sleep, 30)
+    _, body = payloads.event(time.sleep, 30)
     answer = invoke(ow, emulator.url, brief, body)
     assert answer.status_code == 502
     record = answer.json()
@@ -329,12 +283,12 @@ def test_timeout_is_an_action_developer_error(ow, emulator, payloads, brief) -> 
     }
     assert {"key": "timeout", "value": True} in record["annotations"]
     assert emulator.log()[-1]["outcome"] == "timeout"
-    call, body = payloads.make(double, 4)
-    assert payloads.decode(call, invoke(ow, emulator.url, brief, body, result="true").json()) == 8
+    call, body = payloads.event(double, 4)
+    assert payloads.decode_event(invoke(ow, emulator.url, brief, body, result="true").json(), call) == 8
 
 
 def test_memory_over_the_limit_is_killed(ow, emulator, payloads, small) -> None:
-    _, body = payloads.make(hold, 400)
+    _, body = payloads.event(hold, 400)
     answer = invoke(ow, emulator.url, small, body)
     assert answer.status_code == 502
     assert answer.json()["response"]["result"] == {
@@ -345,19 +299,19 @@ def test_memory_over_the_limit_is_killed(ow, emulator, payloads, small) -> None:
 
 
 def test_container_death_is_an_action_developer_error(ow, emulator, payloads, action) -> None:
-    _, body = payloads.make(die)
+    _, body = payloads.event(die)
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 502
     error = "The action did not produce a valid response and exited unexpectedly."
     assert answer.json()["response"]["result"] == {"error": error}
     assert emulator.log()[-1]["outcome"] == "died"
-    call, body = payloads.make(double, 6)
-    assert payloads.decode(call, invoke(ow, emulator.url, action, body, result="true").json()) == 12
+    call, body = payloads.event(double, 6)
+    assert payloads.decode_event(invoke(ow, emulator.url, action, body, result="true").json(), call) == 12
     assert emulator.log()[-1]["cold"] is True, "a dead container is replaced by a new one"
 
 
 def test_result_over_1_mb_is_refused(ow, emulator, payloads, action) -> None:
-    _, body = payloads.make(big, 2**20, inline_limit=2**22)
+    _, body = payloads.event(big, 2**20, inline_limit=2**22)
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 502
     error = answer.json()["response"]["result"]["error"]
@@ -385,17 +339,17 @@ def test_namespace_concurrency_limit_is_429(payloads: Payloads, tmp_path: Path) 
         session.auth = tuple(AUTH.split(":"))
         deploy(session, em.url, "one", payloads.environment)
         gate = tmp_path / "gate"
-        _, body = payloads.make(wait_for_file, str(gate))
+        _, body = payloads.event(wait_for_file, str(gate))
         assert invoke(session, em.url, "one", body, blocking="false").status_code == 202
-        answer = invoke(session, em.url, "one", payloads.make(double, 1)[1])
+        answer = invoke(session, em.url, "one", payloads.event(double, 1)[1])
         assert answer.status_code == 429
         assert answer.json()["error"] == "Too many concurrent requests in flight (count: 1, allowed: 1)."
         gate.write_text("open")
-        call, body = payloads.make(double, 2)
+        call, body = payloads.event(double, 2)
         answer = poll(
             lambda: (a := invoke(session, em.url, "one", body)).status_code == 200 and a, "a free slot"
         )
-        assert payloads.decode(call, answer.json()["response"]["result"]) == 4
+        assert payloads.decode_event(answer.json()["response"]["result"], call) == 4
     finally:
         em.stop()
 
@@ -403,17 +357,17 @@ def test_namespace_concurrency_limit_is_429(payloads: Payloads, tmp_path: Path) 
 def test_throttle_knob_answers_429_with_retry_after(ow, emulator, payloads, action) -> None:
     emulator.configure(throttle=2, retry_after_s=1.5)
     for _ in range(2):
-        answer = invoke(ow, emulator.url, action, payloads.make(double, 1)[1])
+        answer = invoke(ow, emulator.url, action, payloads.event(double, 1)[1])
         assert answer.status_code == 429 and answer.headers["Retry-After"] == "1.5"
         assert answer.json()["error"].startswith("Too many concurrent requests in flight")
-    call, body = payloads.make(double, 3)
-    assert payloads.decode(call, invoke(ow, emulator.url, action, body, result="true").json()) == 6
+    call, body = payloads.event(double, 3)
+    assert payloads.decode_event(invoke(ow, emulator.url, action, body, result="true").json(), call) == 6
 
 
 def test_blocking_window_passed_then_poll_the_activation(ow, emulator, payloads, action, tmp_path) -> None:
     emulator.configure(blocking_window_s=0.2)
     gate = tmp_path / "gate"
-    call, body = payloads.make(wait_for_file, str(gate))
+    call, body = payloads.event(wait_for_file, str(gate))
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 202
     aid = answer.json()["activationId"]
@@ -423,21 +377,21 @@ def test_blocking_window_passed_then_poll_the_activation(ow, emulator, payloads,
     gate.write_text("open")
     record = poll(lambda: (r := ow.get(url)).status_code == 200 and r.json(), "the activation's end")
     assert record["activationId"] == aid and record["response"]["status"] == "success"
-    assert payloads.decode(call, record["response"]["result"]) == "released"
+    assert payloads.decode_event(record["response"]["result"], call) == "released"
 
 
 def test_non_blocking_invoke_answers_202_at_once(ow, emulator, payloads, action) -> None:
-    call, body = payloads.make(double, 8)
+    call, body = payloads.event(double, 8)
     answer = invoke(ow, emulator.url, action, body, blocking="false")
     assert answer.status_code == 202
     url = f"{emulator.url}/api/v1/namespaces/_/activations/{answer.json()['activationId']}"
     record = poll(lambda: (r := ow.get(url)).status_code == 200 and r.json(), "the activation's end")
-    assert payloads.decode(call, record["response"]["result"]) == 16
+    assert payloads.decode_event(record["response"]["result"], call) == 16
 
 
 def test_lost_invocation_is_202_then_404_for_ever(ow, emulator, payloads, action, tmp_path) -> None:
     emulator.configure(lose=1, blocking_window_s=0.2)
-    answer = invoke(ow, emulator.url, action, payloads.make(record_delivery, str(tmp_path))[1])
+    answer = invoke(ow, emulator.url, action, payloads.event(record_delivery, str(tmp_path))[1])
     assert answer.status_code == 202
     url = f"{emulator.url}/api/v1/namespaces/_/activations/{answer.json()['activationId']}"
     for _ in range(3):
@@ -449,10 +403,10 @@ def test_lost_invocation_is_202_then_404_for_ever(ow, emulator, payloads, action
 
 def test_duplicate_delivery_runs_twice_and_answers_once(ow, emulator, payloads, action, tmp_path) -> None:
     emulator.configure(duplicate=1)
-    call, body = payloads.make(record_delivery, str(tmp_path))
+    call, body = payloads.event(record_delivery, str(tmp_path))
     answer = invoke(ow, emulator.url, action, body)
     assert answer.status_code == 200
-    pid = payloads.decode(call, answer.json()["response"]["result"])
+    pid = payloads.decode_event(answer.json()["response"]["result"], call)
     log = poll(lambda: len(entries := emulator.log()) == 2 and entries, "both deliveries")
     assert sorted(e["outcome"] for e in log) == ["duplicate", "ok"]
     assert len({e["request_id"] for e in log}) == 1 and len({e["instance"] for e in log}) == 2
@@ -462,7 +416,7 @@ def test_duplicate_delivery_runs_twice_and_answers_once(ow, emulator, payloads, 
 
 def test_kill_knob_kills_the_container_mid_run(ow, emulator, payloads, action) -> None:
     emulator.configure(kill=1, kill_after_s=0.2)
-    answer = invoke(ow, emulator.url, action, payloads.make(time.sleep, 30)[1])
+    answer = invoke(ow, emulator.url, action, payloads.event(time.sleep, 30)[1])
     assert answer.status_code == 502
     error = "The action did not produce a valid response and exited unexpectedly."
     assert answer.json()["response"]["result"] == {"error": error}
@@ -536,11 +490,11 @@ def test_action_crud(ow, emulator, payloads) -> None:
 
 def test_update_replaces_the_warm_containers(ow, emulator, payloads) -> None:
     deploy(ow, emulator.url, "updated", payloads.environment)
-    call, body = payloads.make(getpid)
-    first = payloads.decode(call, invoke(ow, emulator.url, "updated", body, result="true").json())
+    call, body = payloads.event(getpid)
+    first = payloads.decode_event(invoke(ow, emulator.url, "updated", body, result="true").json(), call)
     deploy(ow, emulator.url, "updated", payloads.environment)
-    call, body = payloads.make(getpid)
-    second = payloads.decode(call, invoke(ow, emulator.url, "updated", body, result="true").json())
+    call, body = payloads.event(getpid)
+    second = payloads.decode_event(invoke(ow, emulator.url, "updated", body, result="true").json(), call)
     assert first != second and [e["cold"] for e in emulator.log()] == [True, True]
     poll(lambda: first not in container_pids(), "the old container's end")
 
@@ -569,7 +523,7 @@ def test_iam_token_exchange_then_bearer(ow, anonymous, emulator, payloads, actio
     assert issued["token_type"] == "Bearer" and issued["expires_in"] == 3600
     assert issued["expiration"] > time.time()
     bearer = {"Authorization": f"Bearer {issued['access_token']}"}
-    call, body = payloads.make(double, 7)
+    call, body = payloads.event(double, 7)
     for _ in range(2):
         answer = anonymous.post(
             f"{emulator.url}/api/v1/namespaces/_/actions/{action}?blocking=true&result=true",
@@ -577,7 +531,7 @@ def test_iam_token_exchange_then_bearer(ow, anonymous, emulator, payloads, actio
             headers=bearer,
         )
         assert answer.status_code == 200, answer.text
-        assert payloads.decode(call, answer.json()) == 14
+        assert payloads.decode_event(answer.json(), call) == 14
     wrong = anonymous.post(iam, data={**form, "apikey": "nope"})
     assert wrong.status_code == 400 and wrong.json()["errorCode"] == "BXNIM0415E"
     counters = anonymous.get(f"{emulator.url}/_emulator/counters").json()
@@ -637,12 +591,12 @@ def test_action_container_protocol(payloads: Payloads, tmp_path: Path) -> None:
         second = session.post(f"{url}/init", json=init)
         assert second.status_code == 403
         assert second.json() == {"error": "Cannot initialize the action more than once."}
-        call, value = payloads.make(surroundings)
+        call, value = payloads.event(surroundings)
         run = session.post(f"{url}/run", json={"value": value, "activation_id": "a1b2", "deadline": "123"})
         assert run.status_code == 200
-        environ = payloads.decode(call, run.json())["environ"]
+        environ = payloads.decode_event(run.json(), call)["environ"]
         assert environ["__OW_ACTIVATION_ID"] == "a1b2" and environ["__OW_DEADLINE"] == "123"
-        _, refused = payloads.make(double, 1, key=protocol.new_key())
+        _, refused = payloads.event(double, 1, key=protocol.new_key())
         answer = session.post(f"{url}/run", json={"value": refused})
         assert answer.status_code == 200 and answer.json()["error"].startswith("IntegrityError: ")
         bad = session.post(f"{url}/run", json={"value": {"something": "else"}})
