@@ -162,7 +162,7 @@ class RemoteBackend(ComputeBackend):
         self.concurrency = concurrency
         self.throttle_deadline_s = float(throttle_deadline_s)
         self._queue: collections.deque[tuple[Future[bytes], bytes, InvokeOptions]] = collections.deque()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # not an RLock: taken twice per call
         self._threads = 0
         self._idle = 0
         self._running: dict[Future[bytes], InvokeOptions] = {}
