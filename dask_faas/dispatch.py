@@ -41,6 +41,8 @@ __all__ = ["MAX_REDELIVERIES", "Dispatcher", "deadline_grace_s", "longest_call_s
 
 #: How many times one attempt is delivered again because it did not start within its start deadline.
 MAX_REDELIVERIES = 3
+#: Threads that look for start marks in storage at calls' start deadlines.
+START_CHECKERS = 8
 
 logger = logging.getLogger("dask_faas")
 
@@ -197,6 +199,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._futures: set[cf.Future[Any]] = set()
         self._deadlines = _Deadlines()
+        self._checks: cf.ThreadPoolExecutor | None = None  # looks for start marks (see _start_check)
         self._warned: dict[Any, Any] = {}  # warnings' "once per location" registry
         self.closed = False
         self._stopped = False
@@ -272,6 +275,10 @@ class Dispatcher:
         with self._lock:
             self._stopped = True
         self._deadlines.close()
+        with self._lock:
+            checks, self._checks = self._checks, None
+        if checks is not None:
+            checks.shutdown(wait=False, cancel_futures=True)
 
     def count_received(self, nbytes: int) -> None:
         with self._lock:
@@ -330,7 +337,7 @@ class Dispatcher:
         answer_by = timeout + self.backend.answer_grace_s + deadline_grace_s(timeout)
         call.watch = self._deadlines.add(call, answer_by, self._expire)
         if self.start_deadline_s is not None and len(call.deliveries) <= MAX_REDELIVERIES:
-            call.start_watch = self._deadlines.add(call, self.start_deadline_s, self._check_started)
+            call.start_watch = self._deadlines.add(call, self.start_deadline_s, self._start_check)
         return True
 
     def _backing_off(self, call: _Call, delay: float = 0.0) -> None:
@@ -339,6 +346,19 @@ class Dispatcher:
         self._deadlines.discard(call.watch)
         self._deadlines.discard(call.start_watch)
         call.watch = call.start_watch = None
+
+    def _start_check(self, call: _Call) -> None:
+        """From the deadline thread: look for the call's start marks on the checking pool, so that
+        storage requests never hold up the deadlines of other calls."""
+        with self._lock:
+            if self._stopped:
+                return
+            if self._checks is None:
+                self._checks = cf.ThreadPoolExecutor(
+                    START_CHECKERS, thread_name_prefix="dask-faas-start-check"
+                )
+            checks = self._checks
+        checks.submit(self._check_started, call)
 
     def _check_started(self, call: _Call) -> None:
         """At the start deadline of an unanswered attempt: deliver it again unless a delivery started."""
