@@ -33,6 +33,7 @@ _EXPORTS = {
     "FunctionTimeoutError": "dask_faas.exceptions",
     "FunctionMemoryError": "dask_faas.exceptions",
     "WorkerDiedError": "dask_faas.exceptions",
+    "StorageError": "dask_faas.exceptions",
     "RemoteTraceback": "dask_faas.exceptions",
 }
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports th
         ProtocolError,
         RemoteTraceback,
         SerializationError,
+        StorageError,
         WorkerDiedError,
     )
     from .executor import CallOptions, FaasExecutor  # noqa: F401

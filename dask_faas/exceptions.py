@@ -78,6 +78,11 @@ class WorkerDiedError(InvocationError):
     """The function process died while running a call."""
 
 
+class StorageError(FaasError, OSError):
+    """The storage kept failing a request (after its retries); the message names the bucket, the
+    key, the error code and the HTTP status."""
+
+
 class RemoteTraceback(Exception):
     """Carries the formatted traceback of an exception raised inside a function.
 

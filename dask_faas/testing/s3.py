@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["LOOPBACK_AWS_ENV", "CountingProxy", "start_moto_server", "stop_process"]
+__all__ = ["LOOPBACK_AWS_ENV", "SLOW_DOWN", "CountingProxy", "start_moto_server", "stop_process"]
 
 #: Dummy AWS settings for clients of a loopback S3 server :
 #: never the developer's ~/.aws, never a proxy for loopback.
@@ -93,15 +94,31 @@ def stop_process(proc: Any, grace_s: float = 10.0) -> None:
             proc.wait(timeout=grace_s)
 
 
-class CountingProxy:
-    """An HTTP proxy on 127.0.0.1 that forwards to ``upstream`` and records every request."""
+#: What S3 answers when it sheds load.
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 
-    def __init__(self, upstream: str) -> None:
+
+class CountingProxy:
+    """An HTTP proxy on 127.0.0.1 that forwards to ``upstream`` and records every request.
+
+    Setting :attr:`fail_ratio` makes it answer that share of requests (chosen by a seeded random
+    generator) itself with ``503 SlowDown``, as S3 does under load, without forwarding them.
+    """
+
+    def __init__(self, upstream: str, seed: int = 0) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self.requests: list[tuple[str, str, str | None]] = []
+        #: Share of requests answered ``503 SlowDown`` (0 to 1); counted in :attr:`refused`.
+        self.fail_ratio = 0.0
+        self.refused = 0
         lock = threading.Lock()
         host, port = parsed.hostname, parsed.port
         requests = self.requests
+        chance = random.Random(seed)
+        proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -109,6 +126,17 @@ class CountingProxy:
             def forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                with lock:
+                    refuse = chance.random() < proxy.fail_ratio
+                    proxy.refused += refuse
+                if refuse:
+                    self.send_response(503, "Slow Down")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(SLOW_DOWN)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(SLOW_DOWN)
+                    return
                 skip = {"connection", "expect", "keep-alive", "proxy-connection"}
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
                 conn = http.client.HTTPConnection(host, port, timeout=60)

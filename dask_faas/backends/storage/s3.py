@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import random
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,10 +23,13 @@ import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from ...exceptions import ConfigError
+from ...exceptions import ConfigError, StorageError
 from .base import Storage, check_range
 
-__all__ = ["S3Storage"]
+__all__ = ["CHECK_ATTEMPTS", "S3Storage"]
+
+#: Attempts of the storage check's HeadBucket while the service answers 5xx.
+CHECK_ATTEMPTS = 8
 
 _CREDENTIALS = "faas.s3.key / faas.s3.secret (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
 _DENIED = {"AccessDenied", "AllAccessDisabled", "ExpiredToken", "InvalidAccessKeyId", "403"}
@@ -135,8 +140,9 @@ class S3Storage(Storage):
         """Raise botocore errors on ``key`` (or on the bucket) as builtins: the one place that maps them.
 
         ``FileNotFoundError`` for a missing key or bucket, ``PermissionError`` for missing or refused
-        credentials, ``ConnectionError`` for an unreachable endpoint, each naming the bucket and key
-        and chained to the botocore error; other botocore errors pass unchanged.
+        credentials, ``ConnectionError`` for an unreachable endpoint, :class:`StorageError` for any
+        other error the service answered (503 SlowDown past the retries, 500), each naming the
+        bucket and key and chained to the botocore error; other botocore errors pass unchanged.
         """
         try:
             yield
@@ -159,6 +165,13 @@ class S3Storage(Storage):
             return FileNotFoundError(errno.ENOENT, "No such key", where)
         if code in _DENIED:
             return PermissionError(errno.EACCES, f"Access refused ({code}); check {_CREDENTIALS}", where)
+        if isinstance(err, bce.ClientError):  # e.g. 503 SlowDown or 500 that outlasted the retries
+            meta = err.response.get("ResponseMetadata", {})
+            tries = int(meta.get("RetryAttempts", 0)) + 1
+            return StorageError(
+                f"S3 {err.operation_name} of {where} failed with {code or 'an error'} (HTTP "
+                f"{meta.get('HTTPStatusCode', '?')}) after {tries} attempt{'s' if tries > 1 else ''}: {err}"
+            )
         return None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
@@ -254,7 +267,7 @@ class S3Storage(Storage):
         client = self._make_client(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=15)
         try:
             with self._errors():
-                client.head_bucket(Bucket=self.bucket)
+                self._head_bucket(client)
         except FileNotFoundError:
             raise ConfigError(
                 f"S3 bucket {self.bucket!r} does not exist"
@@ -268,6 +281,20 @@ class S3Storage(Storage):
             ) from None
         finally:
             client.close()
+
+    def _head_bucket(self, client: Any) -> None:
+        """HeadBucket, sent again while the service sheds load (5xx, up to :data:`CHECK_ATTEMPTS`
+        times): one answer of an overloaded endpoint must not fail the executor, while a wrong
+        endpoint or bucket fails at once."""
+        for attempt in range(CHECK_ATTEMPTS):
+            try:
+                client.head_bucket(Bucket=self.bucket)
+                return
+            except bce.ClientError as err:
+                status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status not in (500, 502, 503, 504) or attempt == CHECK_ATTEMPTS - 1:
+                    raise
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
 
     def locator(self) -> dict[str, Any]:
         """``backend``, ``bucket``, ``endpoint_url`` and ``region_name``: never a credential."""
