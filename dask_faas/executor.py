@@ -298,14 +298,15 @@ class FaasExecutor(cf.Executor):
 
 
 def function_environment(settings: dict[str, Any], storage: Storage, key: bytes) -> dict[str, str]:
-    """The environment of a deployed function: ``faas.environment``, then what the storage's
-    functions need (:meth:`~dask_faas.backends.storage.base.Storage.deployment_environment`), then
-    the signing key. The local pool starts its processes with it; ``dask-faas runtime deploy``
-    writes it into a platform's function."""
+    """The environment of a deployed function: what the storage's functions need
+    (:meth:`~dask_faas.backends.storage.base.Storage.deployment_environment`, the client's storage
+    credentials), then ``faas.environment``, which wins (functions given credentials of their own,
+    e.g. confined to the job prefix), then the signing key. The local pool starts its processes
+    with it; ``dask-faas runtime deploy`` writes it into a platform's function."""
     variables = settings.get("environment") or {}
     return {
-        **{name: str(value) for name, value in variables.items() if value is not None},
         **storage.deployment_environment(),
+        **{name: str(value) for name, value in variables.items() if value is not None},
         protocol.KEY_ENV: key.hex(),
     }
 
