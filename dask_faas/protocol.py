@@ -104,7 +104,8 @@ class Invocation:
     delivery : str
         A nonce of this delivery of the attempt. Platforms deliver at least once, and the client sends
         an attempt again when it never started (its start deadline); every name a function writes holds
-        call, attempt and delivery, so two deliveries never write the same object.
+        call, attempt, delivery and a nonce of its own execution (:attr:`dask_faas.worker.Context.tag`),
+        so neither two deliveries nor a platform's duplicate of one ever write the same object.
     start_mark_s : float, optional
         If the call is still running this many seconds after it started, the function writes the
         start mark :func:`start_mark_name` (the client looks for it only at the start deadline of a
@@ -122,11 +123,6 @@ class Invocation:
     delivery: str = "0"
     start_mark_s: float | None = None
     version: int = VERSION
-
-    @property
-    def tag(self) -> str:
-        """``<call>.<attempt>.<delivery>``: the suffix of every name this delivery writes."""
-        return f"{self.call}.{self.attempt}.{self.delivery}"
 
 
 @dataclass(frozen=True)

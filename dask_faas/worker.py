@@ -20,11 +20,12 @@ import base64
 import binascii
 import contextvars
 import os
+import secrets
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol, serialize
@@ -49,19 +50,24 @@ class Context:
     attempt : int
         The attempt number.
     delivery : str
-        The nonce of this delivery of the attempt (a platform may deliver one attempt twice).
+        The nonce of this delivery of the attempt, chosen by the client (it sends an attempt again
+        when it never started).
+    execution : str
+        A nonce of this execution, chosen by the function: a platform may run one delivery twice
+        (at-least-once), with the same payload and so the same ``delivery``.
     """
 
     store: SignedStore
     call: str
     attempt: int
     delivery: str = "0"
+    execution: str = field(default_factory=lambda: secrets.token_hex(4))
 
     @property
     def tag(self) -> str:
-        """``<call>.<attempt>.<delivery>``: end every name this invocation writes with it, so that no
-        retry or duplicated delivery ever overwrites what another one wrote."""
-        return f"{self.call}.{self.attempt}.{self.delivery}"
+        """``<call>.<attempt>.<delivery>-<execution>``: end every name this invocation writes with
+        it, so that no retry, re-delivery or duplicated execution ever overwrites what another wrote."""
+        return f"{self.call}.{self.attempt}.{self.delivery}-{self.execution}"
 
     @property
     def storage(self) -> Storage:
@@ -127,12 +133,13 @@ class Runtime:
             warnings.showwarning = caught.record
             try:
                 store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
-                token = _current.set(Context(store, inv.call, inv.attempt, inv.delivery))
+                context = Context(store, inv.call, inv.attempt, inv.delivery)
+                token = _current.set(context)
                 mark = _StartMark(store, inv)
                 fn = self._function(store, inv.function)
                 calls = serialize.loads(self._read(store, inv.args))
                 results = [fn(*args, **kwargs) for args, kwargs in calls]
-                ok, value = True, self._output(store, inv, _dumps_results(results))
+                ok, value = True, self._output(context, inv.inline_limit, _dumps_results(results))
             except BaseException as exc:  # report everything, KeyboardInterrupt included
                 if isinstance(exc, SystemExit | KeyboardInterrupt) and not isinstance(exc, Exception):
                     exc = RuntimeError(f"function raised {type(exc).__name__}({exc})")
@@ -186,10 +193,10 @@ class Runtime:
         return fn
 
     @staticmethod
-    def _output(store: SignedStore, inv: Invocation, data: bytes) -> bytes | Ref:
-        if len(data) <= inv.inline_limit:
+    def _output(context: Context, inline_limit: int, data: bytes) -> bytes | Ref:
+        if len(data) <= inline_limit:
             return data
-        return store.put(f"out/{inv.tag}", data)
+        return context.store.put(f"out/{context.tag}", data)
 
 
 class _StartMark:

@@ -108,7 +108,9 @@ def big_result(n: int) -> bytes:
 def test_a_tampered_stored_result_is_rejected(make_executor, storage_root):
     ex = make_executor(storage=TamperingStorage(storage_root), inline_limit=1000)
     assert ex.submit(big_result, 10).result(timeout=60) == b"r" * 10  # inline: untouched
-    with pytest.raises(IntegrityError, match=r"stored object '.*/out/1\.0\.[0-9a-f]+' failed its signature"):
+    with pytest.raises(
+        IntegrityError, match=r"stored object '.*/out/1\.0\.[0-9a-f]+-[0-9a-f]+' failed its signature"
+    ):
         ex.submit(big_result, 10_000).result(timeout=60)
 
 
