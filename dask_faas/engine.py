@@ -271,7 +271,11 @@ class GraphRun:
         if self.rerun and task is not None:
             task({dep: load(self.cache[dep], self.session.store) for dep in task.dependencies})
         if getattr(exc, "dask_faas_key", None) is not None:
-            exc.add_note(f"raised by {describe_task(key, task)} inside a dask-faas function")
+            where = describe_task(key, task)
+            inner, name = getattr(exc, "dask_faas_raised_by", (key, ""))
+            if inner != key:  # the raising task was fused into the one the graph knows
+                where = f"task {inner!r} ({name}), fused into {where},"
+            exc.add_note(f"raised by {where} inside a dask-faas function")
         raise exc
 
     def _release(self, key: Hashable, state: dict[str, Any], delete: bool = True) -> None:

@@ -10,10 +10,15 @@ invocation never overwrites what another attempt wrote.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from graphlib import TopologicalSorter
 from typing import Any
+
+from dask import _task_spec
+from dask.utils import funcname
 
 from . import serialize, worker
 from .exceptions import SerializationError
@@ -68,7 +73,9 @@ def run_tasks(
     Raises
     ------
     Exception
-        The first failing task's exception, with its key in the ``dask_faas_key`` attribute.
+        The first failing task's exception, with its key in the ``dask_faas_key`` attribute and,
+        when that task is a fused chain, the key and function of the inner task that raised in
+        ``dask_faas_raised_by``.
     SerializationError
         Naming the task whose result cannot be pickled.
     """
@@ -78,7 +85,7 @@ def run_tasks(
     outputs = []
     for key, task, inputs in batch:
         try:
-            value = task({dep: loaded[dep] for dep in inputs})
+            value = _execute(key, task, {dep: loaded[dep] for dep in inputs})
             pickled = _pickled_output(key, value)
         except Exception as exc:
             exc.dask_faas_key = key  # type: ignore[attr-defined]
@@ -89,6 +96,33 @@ def run_tasks(
             name = f"{key_name(key)}.{context.tag}"
             outputs.append((key, store.put(name, pickled)))
     return outputs
+
+
+def _execute(key: Hashable, node: Any, data: dict[Hashable, Any]) -> Any:
+    """Run one task; a fused chain runs task by task, so a failure names the inner task that raised."""
+    try:
+        if isinstance(node, _task_spec.Task) and node.has_subgraph():
+            node = _task_spec.Task(node.key, _run_subgraph, *node.args, **node.kwargs)
+        return node(data)
+    except Exception as exc:
+        if not hasattr(exc, "dask_faas_raised_by"):
+            name = funcname(node.func) if isinstance(node, _task_spec.Task) else type(node).__name__
+            exc.dask_faas_raised_by = (key, name)  # type: ignore[attr-defined]
+        raise
+
+
+def _run_subgraph(inner: dict[Hashable, Any], outkey: Hashable, inkeys: tuple, *dependencies: Any) -> Any:
+    """``dask._task_spec._execute_subgraph``, with each inner task run through :func:`_execute`."""
+    cache = dict(zip(inkeys, dependencies, strict=True))
+    deps = {k: n.dependencies & inner.keys() for k, n in inner.items()}
+    users = Counter(dep for ds in deps.values() for dep in ds)
+    for key in TopologicalSorter(deps).static_order():
+        cache[key] = _execute(key, inner[key], cache)
+        for dep in deps[key]:  # an intermediate is dropped once its last user ran
+            users[dep] -= 1
+            if not users[dep]:
+                del cache[dep]
+    return cache[outkey]
 
 
 def _pickled_output(key: Hashable, value: Any) -> bytes:
