@@ -9,6 +9,8 @@
     dask-faas runtime build [--platform lambda|knative|openwhisk] [--tag T] [--extra-packages "a b"]
                             [--output DIR] [--no-build]     # write the image's Dockerfile, build it
     dask-faas runtime deploy|update [--output DIR] [--no-kubectl]   # the function of faas.backend
+                            [--scoped-policy [--read s3://bucket/inputs/ ...]]
+    dask-faas runtime policy [--read s3://bucket/inputs/ ...]   # IAM policy confining the job prefix
     dask-faas runtime delete|list [--no-kubectl]
 
 Errors (a missing setting, a platform's refusal) are printed with the setting's name or the
@@ -18,6 +20,7 @@ platform's own message, and the exit code is 1.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -73,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         "action": "store_true",
         "help": "Knative: print the kubectl commands instead of running them",
     }
+    read = {
+        "action": "append",
+        "default": [],
+        "metavar": "S3_URL",
+        "help": "an input prefix the functions may read, e.g. s3://bucket/data/ (repeatable)",
+    }
     for name, text in (
         ("deploy", "create the function of faas.backend"),
         ("update", "replace its image, limits and environment"),
@@ -80,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=text)
         sub.add_argument("--output", default=".", help="Knative: directory of the manifests (default: .)")
         sub.add_argument("--no-kubectl", **no_kubectl)
+        sub.add_argument(
+            "--scoped-policy",
+            action="store_true",
+            help="confine the function's storage credentials to faas.prefix (Lambda: its role)",
+        )
+        sub.add_argument("--read", **read)
+    policy = actions.add_parser("policy", help="print the IAM policy confining functions to faas.prefix")
+    policy.add_argument("--read", **read)
     for name, text in (("delete", "delete the function"), ("list", "list the dask-faas functions")):
         actions.add_parser(name, help=text).add_argument("--no-kubectl", **no_kubectl)
     return parser
@@ -123,7 +140,11 @@ def _storage_command(args: argparse.Namespace, settings: dict[str, Any]) -> int:
 
 def _runtime(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     from . import deploy
+    from .deploy import policy
 
+    if args.action == "policy":
+        print(json.dumps(policy.policy_from_settings(settings, args.read), indent=2))
+        return 0
     if args.action == "build":
         from .deploy import dockerfiles
 
@@ -138,12 +159,17 @@ def _runtime(args: argparse.Namespace, settings: dict[str, Any]) -> int:
             run=not args.no_build,
         )
     cls = deploy.deployer_class(settings)
+    scoped = None
+    if getattr(args, "scoped_policy", False):
+        scoped = policy.policy_from_settings(settings, args.read)
     options = {"output": getattr(args, "output", "."), "apply": not args.no_kubectl}
     with cls(settings, **options) as deployer:
         if args.action in ("deploy", "update"):
             key = deploy.signing_key(settings)
             environment = deploy.deployment_environment(settings, key)
             getattr(deployer, args.action)(environment)
+            if scoped is not None:
+                deployer.attach_policy(scoped)
         elif args.action == "delete":
             deployer.delete()
         else:

@@ -26,7 +26,15 @@ import pytest
 
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV, start_moto_server, stop_process
 
-__all__ = ["AuthS3", "s3_bucket", "s3_endpoint", "s3_endpoint_auth", "s3_module_bucket", "s3_storage"]
+__all__ = [
+    "AuthS3",
+    "enforce_auth",
+    "s3_bucket",
+    "s3_endpoint",
+    "s3_endpoint_auth",
+    "s3_module_bucket",
+    "s3_storage",
+]
 
 DUMMY_ENV = LOOPBACK_AWS_ENV  # never the developer's ~/.aws, never a proxy for loopback
 UNSET_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
@@ -49,6 +57,11 @@ def _post(url: str, data: bytes | None = None, timeout: float = 5.0) -> bytes:
     request = urllib.request.Request(url, data=data, headers=headers)
     with opener.open(request, timeout=timeout) as response:
         return response.read()
+
+
+def enforce_auth(url: str) -> None:
+    """Make the moto server at ``url`` check the signature and IAM policies of every later request."""
+    _post(f"{url}/moto-api/reset-auth", data=b"0")
 
 
 def _start_moto(log_dir: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -171,7 +184,7 @@ def s3_endpoint_auth(_s3_env: None, _s3_logs: str) -> Iterator[AuthS3]:
         s3 = _client(url)
         s3.create_bucket(Bucket=bucket)
         s3.close()
-        _post(f"{url}/moto-api/reset-auth", data=b"0")
+        enforce_auth(url)
         yield AuthS3(url, bucket, access["AccessKeyId"], access["SecretAccessKey"])
     finally:
         stop_process(proc)

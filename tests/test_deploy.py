@@ -35,6 +35,7 @@ import yaml
 
 from dask_faas import cli, protocol
 from dask_faas.deploy import aws_lambda as lambda_deploy
+from dask_faas.deploy.policy import scoped_policy
 from dask_faas.testing.servers import Emulator, start_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,8 +306,14 @@ def test_openwhisk_deploy_hello_update_list_delete(
         assert objects(s3_endpoint, s3_bucket) == []
 
     with faas(**{**settings, "memory-mb": 384}):
-        code, out, err = run(capsys, "runtime", "update")
+        code, out, err = run(
+            capsys, "runtime", "update", "--scoped-policy", "--read", "s3://inputs-bucket/2019/"
+        )
         assert code == 0, err
+        # OpenWhisk gives an action no identity of its own: the policy is printed for the storage's user
+        printed = json.loads(out[out.index("{") : out.rindex("}") + 1])
+        assert printed == scoped_policy(s3_bucket, "dask-faas", ["s3://inputs-bucket/2019/"])
+        assert "attach this policy to the user" in out
         assert stored_action(openwhisk_emulator, action)["limits"]["memory"] == 384
         assert stored_action(openwhisk_emulator, action)["version"] == "0.0.2"
         code, out, err = run(capsys, "hello")
@@ -516,7 +523,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["runtime", "--help"])
     text = capsys.readouterr().out
-    for action in ("build", "deploy", "update", "delete", "list"):
+    for action in ("build", "deploy", "update", "delete", "list", "policy"):
         assert re.search(rf"^\s+{action}\s", text, re.M), text
 
 

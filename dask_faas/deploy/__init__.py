@@ -14,6 +14,11 @@ A function's environment is what :class:`~dask_faas.FaasExecutor` computes for i
 signing key ``DASK_FAAS_SIGNING_KEY``. The key is ``faas.signing-key``, or a fresh one that
 :func:`signing_key` prints with the configuration line to keep, and writes nowhere else.
 
+``--scoped-policy`` confines the function's storage credentials to the job prefix
+(:mod:`dask_faas.deploy.policy`): :meth:`Deployer.attach_policy` attaches the policy where the
+platform gives a function an identity of its own (Lambda's execution role) and otherwise prints it
+for the user's own policy tooling (IBM COS, MinIO, Ceph).
+
 This package imports no SDK and neither the executor nor a storage at import time:
 :mod:`dask_faas.deploy.hello` is imported inside functions too.
 """
@@ -21,6 +26,7 @@ This package imports no SDK and neither the executor nor a storage at import tim
 from __future__ import annotations
 
 import abc
+import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -121,6 +127,20 @@ class Deployer(abc.ABC):
     def list(self) -> list[dict[str, Any]] | None:
         """The dask-faas functions of the platform, one mapping per function, ``name`` first;
         None when the deployer printed the command that lists them instead."""
+
+    def attach_policy(self, policy: Mapping[str, Any]) -> None:
+        """Confine the function's storage credentials with ``policy`` (an IAM policy document).
+
+        Platforms without an identity of the function's own print the document and where it
+        belongs: on the user or key whose credentials the function's environment holds.
+        """
+        self.out(
+            f"{self.platform}: the function uses the storage credentials of its environment; attach "
+            "this policy to the user (or HMAC key) that owns them, e.g. with `aws iam put-user-policy`, "
+            "`mc admin policy create` (MinIO) or `radosgw-admin` (Ceph):"
+        )
+        for line in json.dumps(policy, indent=2).splitlines():
+            self.out(line)
 
     def close(self) -> None:  # noqa: B027 (an optional hook, not part of the seam)
         """Release HTTP sessions and clients."""

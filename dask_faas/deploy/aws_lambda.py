@@ -6,11 +6,13 @@
 environment; ``update`` is ``UpdateFunctionCode`` then ``UpdateFunctionConfiguration``, each waited
 for with boto3's waiters (Lambda refuses a second update while one is in progress). Variables that
 Lambda reserves (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``...) are left out: a Lambda function gets its
-credentials from its execution role, never from its configuration.
+credentials from its execution role, never from its configuration; ``--scoped-policy`` puts the
+job-prefix policy on that role (IAM ``PutRolePolicy``, on ``faas.aws-lambda.iam-endpoint-url`` when set).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +23,7 @@ import botocore.exceptions as bce
 from .. import __version__, config
 from . import Deployer, DeployError, Printer, require
 
-__all__ = ["DESCRIPTION", "RESERVED", "TAG", "LambdaDeployer"]
+__all__ = ["DESCRIPTION", "POLICY_NAME", "RESERVED", "TAG", "LambdaDeployer"]
 
 #: Variables a Lambda function's configuration may not set (Lambda sets them itself).
 RESERVED = frozenset(
@@ -40,6 +42,8 @@ _HINTS = {
     ("create_function", "ResourceConflictException"): "; update it: dask-faas runtime update",
     ("update_function_code", "ResourceNotFoundException"): "; deploy it: dask-faas runtime deploy",
 }
+#: The name of the inline role policy that ``--scoped-policy`` writes.
+POLICY_NAME = "dask-faas-job-prefix"
 #: How long the waiters wait for a function to become active or updated (1 s between polls).
 WAIT = {"Delay": 1, "MaxAttempts": 300}
 
@@ -54,10 +58,10 @@ class LambdaDeployer(Deployer):
         self.section = section = settings.get("aws-lambda") or {}
         self.name = section.get("function-name") or "dask-faas"
         try:
-            session = boto3.session.Session(
+            self._session = boto3.session.Session(
                 profile_name=section.get("profile"), region_name=section.get("region-name")
             )
-            self._client = session.client("lambda", endpoint_url=section.get("endpoint-url"))
+            self._client = self._session.client("lambda", endpoint_url=section.get("endpoint-url"))
         except bce.BotoCoreError as exc:
             raise DeployError(f"AWS Lambda: {exc} (faas.aws-lambda.region-name, profile)") from None
 
@@ -81,9 +85,9 @@ class LambdaDeployer(Deployer):
             )
         return {k: v for k, v in environment.items() if k not in RESERVED}
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
+    def _call(self, operation: str, client: Any = None, **kwargs: Any) -> Any:
         try:
-            return getattr(self._client, operation)(**kwargs)
+            return getattr(client or self._client, operation)(**kwargs)
         except bce.ClientError as exc:
             error = exc.response.get("Error", {})
             code, message = error.get("Code", ""), error.get("Message", str(exc))
@@ -143,6 +147,20 @@ class LambdaDeployer(Deployer):
             f"{what} AWS Lambda function {cfg['FunctionName']} ({cfg['FunctionArn']}): "
             f"{cfg['MemorySize']} MB, timeout {cfg['Timeout']} s, {'/'.join(cfg.get('Architectures', []))}, "
             f"state {cfg.get('State', '?')}"
+        )
+
+    def attach_policy(self, policy: Mapping[str, Any]) -> None:
+        """Put ``policy`` on the execution role as the inline policy :data:`POLICY_NAME`."""
+        role_arn = require(self.section, "role-arn", "faas.aws-lambda.role-arn")
+        role = role_arn.rsplit("/", 1)[-1]
+        iam = self._session.client("iam", endpoint_url=self.section.get("iam-endpoint-url"))
+        try:
+            document = json.dumps(policy)
+            self._call("put_role_policy", iam, RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=document)
+        finally:
+            iam.close()
+        self.out(
+            f"attached policy {POLICY_NAME} to the execution role {role}: storage confined to the job prefix"
         )
 
     def delete(self) -> None:
