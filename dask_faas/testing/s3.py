@@ -99,13 +99,61 @@ SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+_NO_SUCH_KEY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+    b"<Message>The specified key does not exist.</Message></Error>"
+)
+_PRECONDITION = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>'
+    b"<Message>At least one of the pre-conditions you specified did not hold</Message></Error>"
+)
+#: Headers of an object's version that a stale read serves again.
+_OBJECT_HEADERS = ("content-type", "etag", "last-modified", "accept-ranges")
+
+
+class _Version:
+    """What a GET of one key answered before a PUT replaced it (``body is None``: there was no
+    object), and how many stale reads of it the proxy still serves."""
+
+    def __init__(self, headers: list[tuple[str, str]], body: bytes | None, reads: int) -> None:
+        self.headers = headers
+        self.body = body
+        self.reads = reads
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` of a ``Range: bytes=a-b`` / ``bytes=a-`` header within ``size`` bytes."""
+    if not header or not header.startswith("bytes="):
+        return None
+    first, _, last = header[len("bytes=") :].partition("-")
+    if not first:  # a suffix range, bytes=-n
+        return max(size - int(last), 0), size - 1
+    return int(first), min(int(last) if last else size - 1, size - 1)
 
 
 class CountingProxy:
-    """An HTTP proxy on 127.0.0.1 that forwards to ``upstream`` and records every request.
+    """An HTTP proxy on 127.0.0.1 that forwards to ``upstream``, records every request and injects
+    the faults of a real S3 endpoint, each chosen by one seeded random generator and counted.
 
-    Setting :attr:`fail_ratio` makes it answer that share of requests (chosen by a seeded random
-    generator) itself with ``503 SlowDown``, as S3 does under load, without forwarding them.
+    Every knob can be changed while the proxy runs; all are off at first.
+
+    - :attr:`fail_ratio`: that share of requests is answered ``503 SlowDown`` without being
+      forwarded, as S3 does under load (counted in :attr:`refused`).
+    - :attr:`reset_ratio`: that share of requests has its connection closed without an answer (not
+      forwarded), or, for a GET with a body, after half the body was sent (:attr:`resets`).
+    - :attr:`stall_ratio`: that share of requests stalls for :attr:`stall_s` seconds, a GET with a
+      body after half of it, others before any answer (and then not forwarded); the connection
+      is closed after the stall. Set the client's read timeout below ``stall_s`` (:attr:`stalls`).
+    - :attr:`truncate_ratio`: that share of GETs with a body of 2 bytes or more sends half of it:
+      either with the full ``Content-Length`` and then a closed connection, or, for a ranged GET,
+      as a well-formed answer whose ``Content-Length`` is the short length while its
+      ``Content-Range`` still claims the whole range (:attr:`truncated`).
+    - :attr:`stale_reads`: after a simple PUT (not a multipart part) of a key that passed through
+      the proxy, the next ``stale_reads`` GETs of that key are answered from the version before
+      it, with that version's bytes and headers (``ETag``), ``Range`` and ``If-Match`` applied as
+      S3 applies them; ``404 NoSuchKey`` if the key did not exist before, as an eventually
+      consistent store lags behind a write. Counted in :attr:`stale` (old bytes served),
+      :attr:`lagged` (404s) and :attr:`preconditions` (412s for an ``If-Match`` of another version).
     """
 
     def __init__(self, upstream: str, seed: int = 0) -> None:
@@ -114,49 +162,33 @@ class CountingProxy:
         #: Share of requests answered ``503 SlowDown`` (0 to 1); counted in :attr:`refused`.
         self.fail_ratio = 0.0
         self.refused = 0
-        lock = threading.Lock()
-        host, port = parsed.hostname, parsed.port
-        requests = self.requests
-        chance = random.Random(seed)
+        #: Share of requests whose connection is reset; counted in :attr:`resets`.
+        self.reset_ratio = 0.0
+        self.resets = 0
+        #: Share of requests that stall for :attr:`stall_s` seconds; counted in :attr:`stalls`.
+        self.stall_ratio = 0.0
+        self.stall_s = 2.0
+        self.stalls = 0
+        #: Share of GETs with a body answered with half of it; counted in :attr:`truncated`.
+        self.truncate_ratio = 0.0
+        self.truncated = 0
+        #: Stale GETs served after each PUT of a key; counted in :attr:`stale`, :attr:`lagged`
+        #: and :attr:`preconditions`.
+        self.stale_reads = 0
+        self.stale = 0
+        self.lagged = 0
+        self.preconditions = 0
+        self._versions: dict[str, _Version] = {}
+        self._lock = threading.Lock()
+        self._chance = random.Random(seed)
+        self._host, self._port = parsed.hostname, parsed.port
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                with lock:
-                    refuse = chance.random() < proxy.fail_ratio
-                    proxy.refused += refuse
-                if refuse:
-                    self.send_response(503, "Slow Down")
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(SLOW_DOWN)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(SLOW_DOWN)
-                    return
-                skip = {"connection", "expect", "keep-alive", "proxy-connection"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection(host, port, timeout=60)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                finally:
-                    conn.close()
-                with lock:
-                    requests.append((self.command, self.path, self.headers.get("Range")))
-                self.send_response(response.status, response.reason)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                length_header = response.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length_header or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                proxy._handle(self)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
 
@@ -178,4 +210,172 @@ class CountingProxy:
         self._thread.join(10)
 
     def count(self, predicate: Callable[[str, str, str | None], bool]) -> Counter[str]:
+        """How many recorded (forwarded) requests of each method match ``predicate(method, path, range)``."""
         return Counter(method for method, path, rng in list(self.requests) if predicate(method, path, rng))
+
+    def faults(self) -> dict[str, int]:
+        """The counters of every fault injected so far, by name."""
+        with self._lock:
+            return {
+                "refused": self.refused,
+                "resets": self.resets,
+                "stalls": self.stalls,
+                "truncated": self.truncated,
+                "stale": self.stale,
+                "lagged": self.lagged,
+                "preconditions": self.preconditions,
+            }
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def _draw(self, ratio: float) -> bool:
+        return ratio > 0 and self._chance.random() < ratio
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else None
+        method = handler.command
+        path, _, query = handler.path.partition("?")
+        with self._lock:
+            refuse = self._draw(self.fail_ratio)
+            self.refused += refuse
+            reset = not refuse and self._draw(self.reset_ratio)
+            stall = not refuse and not reset and self._draw(self.stall_ratio)
+            truncate = method == "GET" and not (refuse or reset or stall) and self._draw(self.truncate_ratio)
+            variant = self._chance.random() < 0.5
+            stall_s = self.stall_s
+            version = self._versions.get(path) if method == "GET" else None
+            if version is not None:
+                version.reads -= 1
+                if version.reads <= 0:
+                    del self._versions[path]
+            record = method == "PUT" and "uploadId" not in query and self.stale_reads > 0
+            reads = self.stale_reads
+        if refuse:
+            self._send(handler, 503, "Slow Down", [("Content-Type", "application/xml")], SLOW_DOWN)
+            return
+        if (reset or stall) and method != "GET":
+            self._count("resets" if reset else "stalls")
+            if stall:
+                time.sleep(stall_s)
+            handler.close_connection = True
+            return
+        if version is not None:
+            self._stale(handler, version)
+            return
+        before = self._upstream("GET", handler.path, None, {}) if record else None
+        status, reason, headers, data = self._upstream(method, handler.path, body, self._headers(handler))
+        if record and before is not None and 200 <= status < 300:
+            old_headers = [(k, v) for k, v in before[2] if k.lower() in _OBJECT_HEADERS]
+            with self._lock:
+                self._versions[path] = _Version(old_headers, before[3] if before[0] == 200 else None, reads)
+        with self._lock:
+            self.requests.append((method, handler.path, handler.headers.get("Range")))
+        kept = [
+            (k, v)
+            for k, v in headers
+            if k.lower() not in ("transfer-encoding", "connection", "content-length")
+        ]
+        if method == "HEAD":
+            length_header = next((v for k, v in headers if k.lower() == "content-length"), None)
+            self._send(handler, status, reason, kept, b"", length=length_header)
+            return
+        if len(data) < 2 or not (reset or stall or truncate):
+            self._send(handler, status, reason, kept, data)
+            return
+        half = len(data) // 2
+        ranged = any(k.lower() == "content-range" for k, _ in headers)
+        if truncate and ranged and variant:  # well-formed, but shorter than its Content-Range
+            self._count("truncated")
+            self._send(handler, status, reason, kept, data[:half])
+            return
+        self._count("resets" if reset else "stalls" if stall else "truncated")
+        handler.close_connection = True
+        try:
+            self._head(handler, status, reason, kept, str(len(data)))
+            handler.wfile.write(data[:half])
+            handler.wfile.flush()
+            if stall:
+                time.sleep(stall_s)
+        except OSError:  # the client gave up first
+            pass
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    @staticmethod
+    def _headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
+        skip = {"connection", "expect", "keep-alive", "proxy-connection"}
+        return {k: v for k, v in handler.headers.items() if k.lower() not in skip}
+
+    def _upstream(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.reason, response.getheaders(), response.read()
+        finally:
+            conn.close()
+
+    def _stale(self, handler: BaseHTTPRequestHandler, version: _Version) -> None:
+        """Answer a GET from the version before the last PUT (or 404 if there was none)."""
+        xml = [("Content-Type", "application/xml")]
+        if version.body is None:
+            self._count("lagged")
+            self._send(handler, 404, "Not Found", xml, _NO_SUCH_KEY)
+            return
+        etag = next((v for k, v in version.headers if k.lower() == "etag"), "")
+        wanted = handler.headers.get("If-Match")
+        if wanted is not None and wanted.strip('"') != etag.strip('"'):
+            self._count("preconditions")
+            self._send(handler, 412, "Precondition Failed", xml, _PRECONDITION)
+            return
+        self._count("stale")
+        size = len(version.body)
+        span = _byte_range(handler.headers.get("Range"), size)
+        if span is None:
+            self._send(handler, 200, "OK", version.headers, version.body)
+        elif span[0] >= size:
+            self._send(
+                handler,
+                416,
+                "Requested Range Not Satisfiable",
+                xml,
+                b"<Error><Code>InvalidRange</Code></Error>",
+            )
+        else:
+            first, last = span
+            headers = [*version.headers, ("Content-Range", f"bytes {first}-{last}/{size}")]
+            self._send(handler, 206, "Partial Content", headers, version.body[first : last + 1])
+
+    @staticmethod
+    def _head(
+        handler: BaseHTTPRequestHandler, status: int, reason: str, headers: list[tuple[str, str]], length: str
+    ) -> None:
+        handler.send_response(status, reason)
+        for name, value in headers:
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", length)
+        handler.end_headers()
+
+    def _send(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        data: bytes,
+        length: str | None = None,
+    ) -> None:
+        head = handler.command == "HEAD"
+        try:
+            self._head(
+                handler, status, reason, headers, length or ("0" if head else str(len(data)))
+            )
+            if not head:
+                handler.wfile.write(data)
+        except OSError:
+            handler.close_connection = True

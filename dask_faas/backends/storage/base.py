@@ -4,7 +4,22 @@ A :class:`Storage` is one flat namespace of keys in one container (a bucket, a d
 :attr:`~Storage.location`. Implementations provide five primitives -- :meth:`~Storage.put`,
 :meth:`~Storage.get` (with an optional byte range), :meth:`~Storage.size`, :meth:`~Storage.list` and
 :meth:`~Storage.delete` -- plus :meth:`~Storage.locator` and :attr:`~Storage.location`; everything
-else (:meth:`~Storage.exists`, :meth:`~Storage.delete_prefix`) is built on them.
+else (:meth:`~Storage.exists`, :meth:`~Storage.stat`, :meth:`~Storage.scan`,
+:meth:`~Storage.delete_prefix`) is built on them.
+
+Versions: :meth:`~Storage.stat` and :meth:`~Storage.scan` report each object's
+:attr:`ObjectStat.version`, an opaque text that changes whenever the object is written again (the
+ETag of S3, the modification time and inode of a file, a counter in memory; ``None`` when an
+implementation has none). A reader that planned from a listing passes it to :meth:`~Storage.get`
+(``version=``), which then returns the bytes of exactly that version or raises
+:class:`~dask_faas.exceptions.StorageError` naming the object, so an object overwritten between
+planning and reading is never read half old, half new, and a stale replica's older bytes are
+never used. Every ``get`` returns all the bytes it was asked for (up to the object's end) or raises:
+a short body is never returned.
+
+Multipart uploads: :meth:`~Storage.delete_prefix` also aborts the uploads left open under the
+prefix (:meth:`~Storage.open_uploads` lists them; only S3 has any), so an interrupted large write
+leaves nothing behind.
 
 Errors are builtins: a missing object raises ``FileNotFoundError``, refused credentials
 ``PermissionError``, a missing bucket or root :class:`~dask_faas.exceptions.ConfigError` from
@@ -25,9 +40,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["TMP_PREFIX", "Storage", "check_key", "check_range"]
+__all__ = ["TMP_PREFIX", "ObjectStat", "Storage", "check_key", "check_range"]
 
 #: Key segments starting with this are temporary files of a local write in progress: never a key.
 TMP_PREFIX = ".tmp-"
@@ -69,6 +85,27 @@ def check_range(start: int | None, end: int | None) -> None:
         raise ValueError(f"byte range must not be negative, got start={start} end={end}")
 
 
+@dataclass(frozen=True)
+class ObjectStat:
+    """What a listing or a HEAD says of one object.
+
+    Parameters
+    ----------
+    key : str
+        The object's key.
+    size : int
+        Its size in bytes.
+    version : str or None
+        An opaque text that changes whenever the object is written again (S3's ETag, a file's
+        modification time, inode and size, a counter in memory); ``None`` if the storage has none.
+        :meth:`Storage.get` takes it back as ``version=``.
+    """
+
+    key: str
+    size: int
+    version: str | None = None
+
+
 class Storage(abc.ABC):
     """Abstract object storage: put / get(range) / size / list / delete, locator and location."""
 
@@ -89,15 +126,31 @@ class Storage(abc.ABC):
         """Write ``data`` under ``key`` atomically: readers see the old object or the whole new one."""
 
     @abc.abstractmethod
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
+    ) -> bytes:
         """Read ``key``, or its bytes ``[start, end)`` when a range is given.
 
-        ``end`` past the object's size is clipped, as HTTP ranges are.
+        ``end`` past the object's size is clipped, as HTTP ranges are. The result is never shorter
+        than what the object holds in the range: an answer that breaks off is read again or raises.
+
+        Parameters
+        ----------
+        key : str
+            The object.
+        start, end : int, optional
+            Absolute byte offsets; ``end`` is exclusive.
+        version : str, optional
+            The :attr:`ObjectStat.version` the reader expects (from :meth:`stat` or :meth:`scan`):
+            the bytes returned are of that version, or the read fails.
 
         Raises
         ------
         FileNotFoundError
             If ``key`` does not exist.
+        StorageError
+            If ``version`` is given and the object holds another version (it was written again),
+            naming the object and both versions.
         """
 
     @abc.abstractmethod
@@ -122,10 +175,35 @@ class Storage(abc.ABC):
             return False
         return True
 
+    def stat(self, key: str) -> ObjectStat:
+        """Size and version of ``key``; ``FileNotFoundError`` if it does not exist.
+
+        Built on :meth:`size` (version ``None``); implementations with versions override it.
+        """
+        return ObjectStat(key, self.size(key))
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """:class:`ObjectStat` of every key starting with ``prefix``, in key order.
+
+        Built on :meth:`list` (versions ``None``); implementations with versions override it.
+        """
+        for key, size in self.list(prefix):
+            yield ObjectStat(key, size)
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        """Keys of the multipart uploads open under ``prefix`` (none for storages without them)."""
+        return []
+
+    def abort_uploads(self, prefix: str) -> int:
+        """Abort the multipart uploads open under ``prefix``; return how many there were."""
+        return 0
+
     def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix`` and return how many there were."""
+        """Delete every key under ``prefix``, abort the multipart uploads open under it, and return
+        how many keys there were."""
         if not prefix:
             raise ValueError("refusing to delete the whole storage: prefix is empty")
+        self.abort_uploads(prefix)  # first: an upload completing later then fails, leaving no object
         keys = [key for key, _ in self.list(prefix)]
         for start in range(0, len(keys), 1000):
             self.delete(keys[start : start + 1000])

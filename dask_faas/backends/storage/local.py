@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ...exceptions import ConfigError
-from .base import TMP_PREFIX, Storage, check_key, check_range
+from ...exceptions import ConfigError, StorageError
+from .base import TMP_PREFIX, ObjectStat, Storage, check_key, check_range
 
 __all__ = ["LocalStorage"]
 
@@ -27,6 +27,11 @@ _SETTING = "faas.local-storage.root"
 
 def _missing(key: str, where: str) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, f"No such key in {where}", key)
+
+
+def _version(st: os.stat_result) -> str:
+    """A file's version: modification time, inode and size (each write replaces the inode)."""
+    return f"{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_size:x}"
 
 
 class LocalStorage(Storage):
@@ -83,11 +88,23 @@ class LocalStorage(Storage):
                 _remove_quietly(tmp)
                 raise
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Read ``key``, or its bytes ``[start, end)``; ``FileNotFoundError`` if missing."""
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
+    ) -> bytes:
+        """Read ``key``, or its bytes ``[start, end)``; ``FileNotFoundError`` if missing.
+
+        With ``version``, the open file must be that version (its metadata is read from the open
+        file, so a concurrent replacement cannot slip in between), else ``StorageError``.
+        """
         check_range(start, end)
         try:
             with open(self._path(key), "rb") as f:
+                if version is not None and (found := _version(os.fstat(f.fileno()))) != version:
+                    raise StorageError(
+                        f"{os.path.join(self.root, key)} changed after it was listed: version "
+                        f"{version} was expected, the file is {found} (it was written again); "
+                        "read it again from the start"
+                    )
                 if start is None and end is None:
                     return f.read()
                 start = start or 0
@@ -100,23 +117,33 @@ class LocalStorage(Storage):
 
     def size(self, key: str) -> int:
         """Size of ``key`` in bytes; ``FileNotFoundError`` if missing."""
+        return self.stat(key).size
+
+    def stat(self, key: str) -> ObjectStat:
+        """Size and version (modification time, inode, size) of ``key``; ``FileNotFoundError`` if missing."""
         try:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise _missing(key, self.root) from None
         if not stat.S_ISREG(st.st_mode):
             raise _missing(key, self.root)
-        return st.st_size
+        return ObjectStat(key, st.st_size, _version(st))
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Yield ``(key, size)`` for every key starting with ``prefix``, in key order."""
+        for found in self.scan(prefix):
+            yield found.key, found.size
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """:class:`ObjectStat` (with versions) of every key starting with ``prefix``, in key order."""
         base, _, rest = prefix.rpartition("/")
         if base:
             check_key(base)
         if "\\" in rest or "\x00" in rest:
             raise ValueError(f"invalid storage prefix {prefix!r}")
         directory = os.path.join(self.root, *base.split("/")) if base else self.root
-        yield from _walk(directory, f"{base}/" if base else "", rest)
+        for key, st in _walk(directory, f"{base}/" if base else "", rest):
+            yield ObjectStat(key, st.st_size, _version(st))
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys`` (missing ones are ignored) and the directories they leave empty."""
@@ -171,8 +198,8 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def _walk(directory: str, key_prefix: str, name_prefix: str = "") -> Iterator[tuple[str, int]]:
-    """Yield ``(key, size)`` below ``directory`` in key order, lazily.
+def _walk(directory: str, key_prefix: str, name_prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+    """Yield ``(key, stat)`` below ``directory`` in key order, lazily.
 
     Sorting a directory's entries by name, with ``"/"`` appended to sub-directories, orders them
     as their keys sort: every key below sub-directory ``d`` starts with ``d + "/"``.
@@ -191,7 +218,7 @@ def _walk(directory: str, key_prefix: str, name_prefix: str = "") -> Iterator[tu
             yield from _walk(entry.path, key_prefix + sort_name)
         else:
             try:
-                size = entry.stat().st_size
+                st = entry.stat()
             except FileNotFoundError:  # deleted while listing
                 continue
-            yield key_prefix + entry.name, size
+            yield key_prefix + entry.name, st

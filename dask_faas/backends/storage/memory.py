@@ -9,11 +9,13 @@ locator, so functions in other processes cannot be given it.
 from __future__ import annotations
 
 import errno
+import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .base import Storage, check_key, check_range
+from ...exceptions import StorageError
+from .base import ObjectStat, Storage, check_key, check_range
 
 __all__ = ["MemoryStorage"]
 
@@ -25,7 +27,8 @@ class MemoryStorage(Storage):
     process_local = True
 
     def __init__(self) -> None:
-        self._objects: dict[str, bytes] = {}
+        self._objects: dict[str, tuple[bytes, str]] = {}  # key -> (data, version)
+        self._versions = itertools.count(1)
         self._lock = threading.Lock()
 
     @property
@@ -46,7 +49,7 @@ class MemoryStorage(Storage):
             "processes cannot reach it: it has no locator (use 'local' or 's3' storage)"
         )
 
-    def _read(self, key: str) -> bytes:
+    def _read(self, key: str) -> tuple[bytes, str]:
         with self._lock:
             try:
                 return self._objects[check_key(key)]
@@ -54,28 +57,46 @@ class MemoryStorage(Storage):
                 raise FileNotFoundError(errno.ENOENT, "No such key in memory", key) from None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
-        """Store a copy of ``data`` under ``key``."""
+        """Store a copy of ``data`` under ``key`` (a new version)."""
         value = bytes(data)
         with self._lock:
-            self._objects[check_key(key)] = value
+            self._objects[check_key(key)] = (value, str(next(self._versions)))
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Read ``key``, or its bytes ``[start, end)``; ``FileNotFoundError`` if missing."""
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
+    ) -> bytes:
+        """Read ``key``, or its bytes ``[start, end)``; ``FileNotFoundError`` if missing, ``StorageError``
+        if it is not ``version``."""
         check_range(start, end)
-        data = self._read(key)
+        data, found = self._read(key)
+        if version is not None and found != version:
+            raise StorageError(
+                f"memory object {key!r} changed after it was listed: version {version} was expected, "
+                f"it is {found} (it was written again)"
+            )
         if start is None and end is None:
             return data
         return data[start:end]
 
     def size(self, key: str) -> int:
         """Size of ``key`` in bytes; ``FileNotFoundError`` if missing."""
-        return len(self._read(key))
+        return len(self._read(key)[0])
+
+    def stat(self, key: str) -> ObjectStat:
+        """Size and version of ``key``; ``FileNotFoundError`` if missing."""
+        data, version = self._read(key)
+        return ObjectStat(key, len(data), version)
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Yield ``(key, size)`` for every key starting with ``prefix``, in key order."""
+        for found in self.scan(prefix):
+            yield found.key, found.size
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """:class:`ObjectStat` (with versions) of every key starting with ``prefix``, in key order."""
         with self._lock:
-            found = [(k, len(v)) for k, v in self._objects.items() if k.startswith(prefix)]
-        found.sort()
+            found = [ObjectStat(k, len(d), v) for k, (d, v) in self._objects.items() if k.startswith(prefix)]
+        found.sort(key=lambda s: s.key)
         yield from found
 
     def delete(self, keys: Iterable[str]) -> None:

@@ -4,6 +4,19 @@ Argument names mirror the ``storage_options`` of s3fs. Credentials are given her
 boto3's usual chain (environment, profile, platform identity); they are never part of
 :meth:`~S3Storage.locator`, which is what functions receive: a function gets them from its own
 environment, such as the variables of :meth:`~S3Storage.deployment_environment` (its deployment).
+
+Faults. Requests are retried by botocore's ``standard`` retry mode (8 attempts, exponential
+backoff with jitter) on 5xx answers, throttling, connection resets and read timeouts before an
+answer. On top of that, reads check what they receive (:meth:`S3Storage.get`), and every answer
+whose body breaks off, stalls past ``read_timeout`` or is shorter than its ``Content-Length`` or
+``Content-Range`` is requested again (:data:`READ_ATTEMPTS` in all, with backoff), never returned
+short. A GET of a key that is not there (yet) is repeated for ``read_after_write_s`` seconds, as an
+eventually consistent service may lag behind a write. A read of a known version
+(``version=``, the ETag a listing or HEAD gave) is sent with ``If-Match`` and its answer's ETag
+checked, so a stale replica's older bytes are never used: it is read again, and an object that was
+really overwritten fails naming it. What outlasts its retries raises
+:class:`~dask_faas.exceptions.StorageError` naming ``s3://bucket/key``, the cause, the HTTP status
+and the attempts.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ import contextlib
 import errno
 import io
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -20,16 +34,24 @@ from typing import Any
 import boto3
 import botocore.exceptions as bce
 import botocore.session
+import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ...exceptions import ConfigError, StorageError
-from .base import Storage, check_range
+from .base import ObjectStat, Storage, check_range
 
-__all__ = ["CHECK_ATTEMPTS", "S3Storage"]
+__all__ = ["CHECK_ATTEMPTS", "READ_AFTER_WRITE_S", "READ_ATTEMPTS", "S3Storage"]
 
 #: Attempts of the storage check's HeadBucket while the service answers 5xx.
 CHECK_ATTEMPTS = 8
+#: Attempts of a read whose body broke off, stalled, came short or came from another version
+#: (each on top of botocore's own retries of the request).
+READ_ATTEMPTS = 6
+#: Seconds for which a GET of a missing key is repeated (by default).
+READ_AFTER_WRITE_S = 1.0
+_BACKOFF_S, _BACKOFF_CAP_S = 0.05, 1.0
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 _CREDENTIALS = "faas.s3.key / faas.s3.secret (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
 _DENIED = {"AccessDenied", "AllAccessDisabled", "ExpiredToken", "InvalidAccessKeyId", "403"}
@@ -38,7 +60,15 @@ _ENV_NAMES = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY"}
 _ENV_NAMES["token"] = "AWS_SESSION_TOKEN"
 _MISSING_KEY = {"NoSuchKey", "NotFound", "404"}
 _UNREACHABLE = (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ProxyConnectionError)
-_STREAM_ERRORS = (bce.ResponseStreamingError, bce.IncompleteReadError, bce.ReadTimeoutError)
+#: A body that broke off, stalled or came short (botocore wraps some, others pass as urllib3's).
+_STREAM_ERRORS = (
+    bce.ResponseStreamingError,
+    bce.IncompleteReadError,
+    bce.ReadTimeoutError,
+    bce.ConnectionClosedError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+)
 
 _loader_lock = threading.Lock()
 _loader: list[Any] = []
@@ -71,6 +101,13 @@ class S3Storage(Storage):
         Extra keyword arguments of ``boto3.session.Session().client("s3", ...)``.
     max_pool_connections : int
         Size of the HTTP connection pool (concurrent requests from threads).
+    read_timeout : float, optional
+        Seconds to wait for the next bytes of an answer (setting ``faas.s3.read-timeout``; botocore's
+        default of 60 s if unset); a read that stalls longer is retried. Sent to functions in the
+        locator.
+    read_after_write_s : float
+        Seconds for which a GET of a missing key is repeated before ``FileNotFoundError``, for
+        services whose reads may lag behind writes (:data:`READ_AFTER_WRITE_S`).
     """
 
     name = "s3"
@@ -88,10 +125,20 @@ class S3Storage(Storage):
         token: str | None = None,
         client_kwargs: dict[str, Any] | None = None,
         max_pool_connections: int = 64,
+        read_timeout: float | None = None,
+        read_after_write_s: float = READ_AFTER_WRITE_S,
     ) -> None:
         if not bucket:
             raise ConfigError("no S3 bucket given: set faas.s3.bucket")
+        if read_timeout is not None and not read_timeout > 0:
+            raise ConfigError(
+                f"faas.s3.read-timeout must be a positive number of seconds, got {read_timeout!r}"
+            )
+        if not read_after_write_s >= 0:
+            raise ConfigError(f"read_after_write_s must be >= 0 seconds, got {read_after_write_s!r}")
         self.bucket = bucket
+        self.read_timeout = None if read_timeout is None else float(read_timeout)
+        self.read_after_write_s = float(read_after_write_s)
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self._credentials = {"key": key, "secret": secret, "token": token}
@@ -107,7 +154,10 @@ class S3Storage(Storage):
     def _make_client(self, **config: Any) -> Any:
         kwargs = {"endpoint_url": self.endpoint_url, "region_name": self.region_name}
         kwargs.update(self._client_kwargs)
-        options: dict[str, Any] = {"max_pool_connections": self._max_pool_connections, **config}
+        options: dict[str, Any] = {"max_pool_connections": self._max_pool_connections}
+        if self.read_timeout is not None:
+            options["read_timeout"] = self.read_timeout
+        options.update(config)
         if self.endpoint_url:
             options["s3"] = {"addressing_style": "path"}
             # S3-compatible services may not speak the newest default checksums of botocore
@@ -146,7 +196,7 @@ class S3Storage(Storage):
         """
         try:
             yield
-        except (bce.BotoCoreError, bce.ClientError) as err:
+        except (bce.BotoCoreError, bce.ClientError, *_STREAM_ERRORS) as err:
             mapped = self._builtin(err, key)
             if mapped is None:
                 raise
@@ -156,6 +206,11 @@ class S3Storage(Storage):
         where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
         if isinstance(err, _UNREACHABLE):
             return ConnectionError(f"cannot reach {where} ({err}); check faas.s3.endpoint-url")
+        if isinstance(err, _STREAM_ERRORS):  # no answer, or one that broke off, past the retries
+            return StorageError(
+                f"S3 request on {where} got no complete answer (no HTTP status: "
+                f"{type(err).__name__}: {err}) after its retries"
+            )
         if isinstance(err, bce.NoCredentialsError):
             return PermissionError(errno.EACCES, f"no credentials; set {_CREDENTIALS}", where)
         code = _code(err)
@@ -188,10 +243,18 @@ class S3Storage(Storage):
                 )
                 self._client.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=config)
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
+    ) -> bytes:
         """Read ``key``, or its bytes ``[start, end)`` with a ``Range`` request.
 
-        A response whose body breaks off while streaming is requested again (3 attempts).
+        What comes back is checked before it is returned: the body must hold its ``Content-Length``,
+        and a ranged answer's ``Content-Range`` must start at ``start`` and cover the range up to
+        the object's end, with a body of that length. An answer that fails the checks, breaks off
+        or stalls is requested again (:data:`READ_ATTEMPTS` attempts, with backoff). A missing
+        key is asked for again during :attr:`read_after_write_s`. With ``version`` (an ETag from
+        :meth:`stat` or :meth:`scan`) the request carries ``If-Match`` and the answer's ETag must
+        be that version: a 412 or another ETag (a stale replica) is read again.
 
         Raises
         ------
@@ -199,45 +262,116 @@ class S3Storage(Storage):
             If the key or the bucket does not exist.
         PermissionError
             If the credentials are refused.
+        StorageError
+            Naming ``s3://bucket/key``, the cause and the attempts: when the answers stayed short,
+            broken or of another version than ``version`` (the object was overwritten), or the
+            service kept failing.
         """
         check_range(start, end)
         kwargs: dict[str, Any] = {}
-        if start is not None or end is not None:
-            first = start or 0
+        first = start or 0
+        ranged = start is not None or end is not None
+        if ranged:
             if end is not None and end <= first:
                 return b""
             kwargs["Range"] = f"bytes={first}-" if end is None else f"bytes={first}-{end - 1}"
+        if version is not None:
+            kwargs["IfMatch"] = version
+        where = f"s3://{self.bucket}/{key}"
+        began = time.monotonic()
+        tries = failures = 0
         with self._errors(key):
-            for attempt in range(3):
+            while True:
+                tries += 1
+                status: Any = "?"
+                changed = False
                 try:
                     response = self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+                    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
                     with response["Body"] as body:
                         data = body.read()
-                except _STREAM_ERRORS:
-                    if attempt == 2:
-                        raise
-                    continue
+                except _STREAM_ERRORS as err:
+                    problem = f"the answer broke off or stalled ({type(err).__name__}: {err})"
                 except bce.ClientError as err:
-                    if _code(err) == "InvalidRange":
+                    code = _code(err)
+                    if code == "InvalidRange":
                         return b""  # start at or past the end of the object
-                    raise
-                if kwargs and "ContentRange" not in response:  # the server ignored the range
-                    data = data[start:end]
-                return data
-        raise AssertionError("unreachable")  # pragma: no cover
+                    if code in _MISSING_KEY and time.monotonic() - began < self.read_after_write_s:
+                        _backoff(tries)  # not there yet, maybe: an eventually consistent read
+                        continue
+                    if code != "PreconditionFailed" or version is None:
+                        raise
+                    status, changed = 412, True
+                    problem = f"it is no longer version {version} (412 PreconditionFailed)"
+                else:
+                    problem = _short(response, data, first, end)
+                    if problem is None and (problem := _other_version(response, version)):
+                        changed = True
+                    if problem is None:
+                        if ranged and "ContentRange" not in response:  # the server ignored the range
+                            data = data[start:end]
+                        return data
+                failures += 1
+                if failures < READ_ATTEMPTS:
+                    _backoff(tries)
+                    continue
+                if changed:
+                    raise StorageError(
+                        f"S3 GetObject of {where} failed: {problem} (HTTP {status}) after {tries} "
+                        "attempts: the object was written again after it was listed; read it again "
+                        "(run the job again)"
+                    )
+                raise StorageError(
+                    f"S3 GetObject of {where} failed: {problem} (HTTP {status}) after {tries} attempts; "
+                    "no part of it was used"
+                )
+
+    def stat(self, key: str) -> ObjectStat:
+        """Size and ETag (the version) of ``key`` from a HeadObject; ``FileNotFoundError`` if missing."""
+        with self._errors(key):
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
+        return ObjectStat(key, int(head["ContentLength"]), head.get("ETag"))
 
     def size(self, key: str) -> int:
         """Size of ``key`` in bytes; ``FileNotFoundError`` if missing."""
-        with self._errors(key):
-            return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        return self.stat(key).size
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Yield ``(key, size)`` for every key starting with ``prefix``, in key order."""
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        with self._errors():
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    yield obj["Key"], int(obj["Size"])
+        for found in self.scan(prefix):
+            yield found.key, found.size
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """:class:`ObjectStat` (size and ETag) of every key starting with ``prefix``, in key order.
+
+        Each ListObjectsV2 page whose answer breaks off is requested again (:data:`READ_ATTEMPTS`).
+        """
+        token: str | None = None
+        while True:
+            kwargs = {
+                "Bucket": self.bucket,
+                "Prefix": prefix,
+                **({"ContinuationToken": token} if token else {}),
+            }
+            with self._errors():
+                page = self._again(lambda kwargs=kwargs: self._client.list_objects_v2(**kwargs))
+            for obj in page.get("Contents", ()):
+                yield ObjectStat(obj["Key"], int(obj["Size"]), obj.get("ETag"))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def _again(self, request: Any) -> Any:
+        """``request()``, sent again while its answer breaks off (:data:`READ_ATTEMPTS` in all):
+        botocore retries what fails before an answer, not a body that breaks off mid-way."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return request()
+            except _STREAM_ERRORS:
+                if attempt == READ_ATTEMPTS:
+                    raise
+            _backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys`` with ``DeleteObjects`` requests of up to 1000 keys."""
@@ -245,13 +379,50 @@ class S3Storage(Storage):
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             with self._errors():
-                response = self._client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                response = self._again(
+                    lambda batch=batch: self._client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                    )
                 )
             for error in response.get("Errors", ()):
                 if error.get("Code") != "NoSuchKey":
                     with self._errors(error.get("Key")):
                         raise bce.ClientError({"Error": error}, "DeleteObjects")
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        """Keys of the multipart uploads open under ``prefix`` (ListMultipartUploads)."""
+        return [key for key, _ in self._uploads(prefix)]
+
+    def abort_uploads(self, prefix: str) -> int:
+        """Abort every multipart upload open under ``prefix`` (an interrupted large write: its parts
+        are stored, and billed, until aborted); return how many there were."""
+        uploads = self._uploads(prefix)
+        for key, upload_id in uploads:
+            with self._errors(key):
+                try:
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                except bce.ClientError as err:
+                    if _code(err) != "NoSuchUpload":  # completed or aborted meanwhile
+                        raise
+        return len(uploads)
+
+    def _uploads(self, prefix: str) -> list[tuple[str, str]]:
+        """``(key, upload id)`` of the multipart uploads open under ``prefix``, all pages."""
+        found: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix, **markers}
+            with self._errors():
+                page = self._again(lambda kwargs=kwargs: self._client.list_multipart_uploads(**kwargs))
+            found += [
+                (u["Key"], u["UploadId"]) for u in page.get("Uploads", ()) if u["Key"].startswith(prefix)
+            ]
+            if not page.get("IsTruncated"):
+                return found
+            markers = {
+                "KeyMarker": page.get("NextKeyMarker", ""),
+                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
+            }
 
     def check(self) -> None:
         """Check that the bucket exists and the credentials are accepted (one quick request).
@@ -297,13 +468,19 @@ class S3Storage(Storage):
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
 
     def locator(self) -> dict[str, Any]:
-        """``backend``, ``bucket``, ``endpoint_url`` and ``region_name``: never a credential."""
-        return {
+        """``backend``, ``bucket``, ``endpoint_url`` and ``region_name`` (and ``read_timeout`` and
+        ``read_after_write_s`` when set): never a credential."""
+        locator: dict[str, Any] = {
             "backend": "s3",
             "bucket": self.bucket,
             "endpoint_url": self.endpoint_url,
             "region_name": self.region_name,
         }
+        if self.read_timeout is not None:
+            locator["read_timeout"] = self.read_timeout
+        if self.read_after_write_s != READ_AFTER_WRITE_S:
+            locator["read_after_write_s"] = self.read_after_write_s
+        return locator
 
     def deployment_environment(self) -> dict[str, str]:
         """``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` given here."""
@@ -312,6 +489,44 @@ class S3Storage(Storage):
     def close(self) -> None:
         """Close the HTTP connections of the client."""
         self._client.close()
+
+
+def _backoff(attempt: int) -> None:
+    """Sleep before attempt ``attempt + 1``: exponential with full jitter, capped."""
+    time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_S * 2**attempt)))
+
+
+def _short(response: dict[str, Any], data: bytes, first: int, end: int | None) -> str | None:
+    """Why the body of a GetObject answer is not the whole of what was asked for, or ``None``.
+
+    The body must hold its ``Content-Length``; a ``Content-Range`` must start at ``first``, end at
+    ``end - 1`` or at the object's last byte, and span as many bytes as the body holds.
+    """
+    length = response.get("ContentLength")
+    if length is not None and len(data) != int(length):
+        return f"the body held {len(data)} of its Content-Length of {length} bytes"
+    content_range = response.get("ContentRange")
+    if content_range is None:
+        return None
+    match = _CONTENT_RANGE.fullmatch(content_range)
+    if match is None:
+        return f"its Content-Range {content_range!r} is not one range"
+    low, high, total = int(match[1]), int(match[2]), match[3]
+    last = high if total == "*" else int(total) - 1
+    if end is not None:
+        last = min(last, end - 1)
+    if low != first or high != last or len(data) != high - low + 1:
+        asked = f"bytes {first}-{'' if end is None else end - 1}"
+        return f"the body held {len(data)} bytes for Content-Range {content_range!r} ({asked} asked for)"
+    return None
+
+
+def _other_version(response: dict[str, Any], version: str | None) -> str | None:
+    """Why the answer is not of ``version`` (its ETag differs: a stale replica), or ``None``."""
+    etag = response.get("ETag")
+    if version is None or etag is None or etag.strip('"') == version.strip('"'):
+        return None
+    return f"the answer had ETag {etag} where version {version} was asked for"
 
 
 def _code(err: Exception) -> str:

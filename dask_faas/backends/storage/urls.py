@@ -8,7 +8,8 @@ S3-compatible protocol), ``file:///dir/key`` and bare local paths (no bucket). R
 
 S3 options are named as in s3fs's ``storage_options``: ``key``, ``secret``, ``token``,
 ``endpoint_url``, ``region_name`` and ``client_kwargs``; the ``faas.s3`` settings spell them
-``key``, ``secret``, ``token``, ``endpoint-url`` and ``region-name`` (plus ``bucket``).
+``key``, ``secret``, ``token``, ``endpoint-url`` and ``region-name`` (plus ``bucket``, and
+``read-timeout``: seconds to wait for the next bytes of an answer before the read is retried).
 
 boto3 is imported only when an S3 storage is built.
 """
@@ -34,6 +35,7 @@ S3_SETTINGS = {
     "key": "key",
     "secret": "secret",
     "token": "token",
+    "read-timeout": "read_timeout",
 }
 
 
