@@ -11,6 +11,12 @@ passes (:mod:`dask_faas.graph`). The differences from get_async:
 - ready tasks are batched into invocations: ``ceil(ready / (4 * num_workers))`` tasks each, at most
   ``faas.batch-size``, and each invocation reports back on its own;
 - :class:`~dask._task_spec.Alias` nodes are resolved on the client, without an invocation;
+- the assembly of a requested result (dask's finalize task, :func:`~dask_faas.graph.assembly_keys`)
+  runs on the client from its inputs' references, as its result comes to the client anyway: a
+  function would have to hold every partition, their concatenation and its pickle at once (a
+  200 MiB array needs more than the default ``memory_mb=1024``). It runs in a function as before
+  when the compute keeps its results in storage (persist) or a ``faas_*`` annotation asks for limits
+  of its own (``with dask.annotate(faas_memory_mb=...): dask.compute(...)``);
 - its wait has a deadline: when no invocation has finished for longer than the longest one call
   may take (its limits and retries), it fails naming the invocations it waits for;
 - a failure names the task: its key and function, and the call and attempt that ran it.
@@ -43,6 +49,8 @@ __all__ = ["ANNOTATIONS", "GraphRun", "describe_task"]
 ANNOTATIONS = {"faas_memory_mb": "memory_mb", "faas_timeout_s": "timeout_s", "faas_retries": "retries"}
 #: Ready tasks are split into about this many invocations per worker (each at most faas.batch-size).
 BATCHES_PER_WORKER = 4
+#: Parallel reads from storage on the client (the requested results, an assembly's inputs).
+FETCH_THREADS = 16
 
 _Batch = list[tuple[Hashable, GraphNode, dict[Hashable, Any]]]
 
@@ -120,6 +128,11 @@ class GraphRun:
         self.annotations: dict[str, dict[Hashable, Any]] = {}
         #: Tasks in the graph dask handed over.
         self.tasks = 0
+        #: Requested keys assembled on the client from their inputs (see the module docstring).
+        self.assembly: set[Hashable] = set()
+        #: Of those, how many ran (the rest failed or were not reached).
+        self.assembled = 0
+        self._assembler: cf.ThreadPoolExecutor | None = None
         self._function = session.function(run_tasks)
         #: Invocations submitted and not yet taken from the done queue, with their labels.
         self._in_flight: dict[cf.Future[Any], str] = {}
@@ -129,8 +142,10 @@ class GraphRun:
 
     @property
     def executed(self) -> int:
-        """Tasks that run inside functions (after fusion and alias resolution)."""
-        return sum(not isinstance(t, Alias | DataNode) for t in self.graph.values())
+        """Tasks that run inside functions (after fusion and alias resolution; assemblies on the
+        client excluded)."""
+        tasks = sum(not isinstance(t, Alias | DataNode) for t in self.graph.values())
+        return tasks - len(self.assembly)
 
     def run(self, keys: Any, prepare: Callable[[], PreparedGraph]) -> Any:
         """Compute ``keys`` of the graph ``prepare()`` returns; results nest like ``keys``.
@@ -142,6 +157,15 @@ class GraphRun:
             prepared = prepare()
             self.graph, self.cache, self.protected = prepared.graph, prepared.cache, prepared.protected
             self.annotations, self.tasks = prepared.annotations, prepared.tasks
+            self.assembly = (
+                set()
+                if self.keep
+                else {
+                    key
+                    for key in prepared.assembly
+                    if not any(key in self.annotations.get(name, {}) for name in ANNOTATIONS)
+                }
+            )
             self._execute(keys)
             if self.keep:
                 return _map_nested(self._persisted, keys)
@@ -213,6 +237,8 @@ class GraphRun:
             inputs = {dep: state["cache"][dep] for dep in state["dependencies"][key]}
             if isinstance(task, Alias):
                 local.append((key, inputs[task.target], None))
+            elif key in self.assembly:
+                self._assemble(key, task, inputs, done)
             else:
                 remote.append((key, task, inputs))
         if local:
@@ -229,6 +255,35 @@ class GraphRun:
             self._in_flight[future] = label
             self._wait_bound = max(self._wait_bound, self.session.longest_call_s(options))
             future.add_done_callback(lambda f, b=batch: done.put((f, b)))
+
+    def _assemble(
+        self, key: Hashable, task: GraphNode, inputs: dict[Hashable, Any], done: queue.SimpleQueue[Any]
+    ) -> None:
+        """Run an assembly task on the client, in a thread of its own (the engine keeps taking the
+        outcomes of other invocations meanwhile); its outcome arrives like an invocation's."""
+        if self._assembler is None:
+            self._assembler = cf.ThreadPoolExecutor(1, thread_name_prefix="dask-faas-assemble")
+        label = f"{describe_task(key, task)} of compute {self.name}, assembled on the client"
+        future = self._assembler.submit(self._run_assembly, key, task, inputs)
+        self._in_flight[future] = label
+        future.add_done_callback(lambda f, b=[(key, task, inputs)]: done.put((f, b)))
+
+    def _run_assembly(self, key: Hashable, task: GraphNode, inputs: dict[Hashable, Any]) -> list[Any]:
+        # inline inputs came in the invocations' responses, which are counted already
+        self.session.count_received(sum(v.size for v in inputs.values() if isinstance(v, Ref)))
+        try:
+            value = task(self._load_all(inputs))
+        except Exception as exc:
+            exc.add_note(f"raised by {describe_task(key, task)} while assembling the result on the client")
+            raise
+        self.assembled += 1
+        return [(key, value)]
+
+    def _load_all(self, refs: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """The values behind ``refs``, stored ones read in parallel."""
+        with cf.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="dask-faas-fetch") as pool:
+            values = pool.map(lambda v: load(v, self.session.store), refs.values())
+            return dict(zip(refs, values, strict=True))
 
     def _submit(self, batch: _Batch, options: CallOptions, label: str) -> cf.Future[Any]:
         calls = [((batch, self.name, self.task_inline_limit), {})]
@@ -294,9 +349,7 @@ class GraphRun:
         """The values of the requested keys, stored ones read in parallel."""
         refs = {key: self.cache[key] for key in keys}
         self.session.count_received(sum(v.size for v in refs.values() if isinstance(v, Ref | Inline)))
-        with cf.ThreadPoolExecutor(16, thread_name_prefix="dask-faas-fetch") as pool:
-            values = pool.map(lambda v: load(v, self.session.store), refs.values())
-            return dict(zip(refs, values, strict=True))
+        return self._load_all(refs)
 
     def _persisted(self, key: Hashable) -> Any:
         value = self.cache[key]
@@ -308,6 +361,8 @@ class GraphRun:
         for future in list(self._in_flight):
             future.cancel()
             future.add_done_callback(self._delete_outputs)
+        if self._assembler is not None:
+            self._assembler.shutdown(wait=True)
         self._deleter.close()
         kept = [v for v in self.cache.values() if isinstance(v, Ref)] if self.keep else []
         self.session.store.delete_under(self.name, keep=kept)

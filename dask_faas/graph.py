@@ -5,6 +5,10 @@ shuffles, :func:`dask_faas.shuffle.rewrite`), conversion of legacy tasks, persis
 from storage instead of recomputed, culling to the requested keys, refusal of partd disk stores,
 partition-wise fusion (:mod:`dask_faas.fusion`) and linear fusion, aliases resolved, and data
 embedded in the graph uploaded once instead of travelling in every dependent's payload.
+
+It also finds the requested keys that are dask's assembly of a computed collection
+(:func:`assembly_keys`): the task ``dask.compute`` adds to concatenate a collection's partitions into
+the one value it returns. The engine may run those on the client, so they are kept out of fusion.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dask._task_spec import (
     Alias,
     DataNode,
     GraphNode,
+    Task,
     convert_legacy_graph,
     cull,
     fuse_linear_task_spec,
@@ -31,7 +36,7 @@ from .persisted import FaasFuture
 from .session import Session
 from .tasks import key_name
 
-__all__ = ["PreparedGraph", "Rewrite", "key_set", "prepare"]
+__all__ = ["PreparedGraph", "Rewrite", "assembly_keys", "key_set", "prepare"]
 
 #: A rewrite of an expression's graph: ``rewrite(expr, graph) -> graph`` (same output keys).
 Rewrite = Callable[[Any, dict[Hashable, Any]], dict[Hashable, Any]]
@@ -53,6 +58,9 @@ class PreparedGraph:
         Dask annotations by name, then by key.
     tasks : int
         Tasks in the graph dask handed over.
+    assembly : set
+        Requested keys that are dask's assembly of a computed collection (:func:`assembly_keys`):
+        plain tasks, fused with nothing, whose inputs are tasks of their own.
     """
 
     graph: dict[Hashable, GraphNode]
@@ -60,6 +68,7 @@ class PreparedGraph:
     protected: set[Hashable] = field(default_factory=set)
     annotations: dict[str, dict[Hashable, Any]] = field(default_factory=dict)
     tasks: int = 0
+    assembly: set[Hashable] = field(default_factory=set)
 
 
 def key_set(keys: Any) -> set[Hashable]:
@@ -118,9 +127,12 @@ def prepare(
             if not known and (ref := persisted.find(dep, session)) is not None:
                 prepared.cache[dep] = ref
                 prepared.protected.add(dep)
+    prepared.assembly = assembly_keys(graph, out)
+    # an assembly task stays alone, and so do its inputs: nothing of the user's joins it
+    keep = out | prepared.protected | {dep for key in prepared.assembly for dep in graph[key].dependencies}
     if fuse is not None:
-        graph = fuse(graph, out | prepared.protected)
-    graph = fuse_linear_task_spec(graph, out)
+        graph = fuse(graph, keep)
+    graph = fuse_linear_task_spec(graph, keep)
     dependents = reverse_dict({k: t.dependencies for k, t in graph.items()})
     prepared.graph = resolve_aliases(graph, out, dependents)
     for key, node in list(prepared.graph.items()):
@@ -130,6 +142,48 @@ def prepare(
             prepared.cache[key] = session.store.put(f"{compute}/{key_name(key)}.data", data)
             del prepared.graph[key]
     return prepared
+
+
+def assembly_keys(graph: Mapping[Hashable, GraphNode], keys: set[Hashable]) -> set[Hashable]:
+    """Which of ``keys`` are dask's assembly of a computed collection, not tasks of the user's.
+
+    ``dask.compute`` (dask >= 2025.1) wraps each collection in a ``FinalizeCompute`` expression,
+    which adds one task that turns the collection's partitions into the value compute returns:
+
+    - for collections backed by a high-level graph (arrays, bags, custom collections), dask's
+      ``HLGFinalizeCompute``: a task named ``finalize-hlgfinalizecompute-<token>`` calling the
+      collection's ``__dask_postcompute__`` function on its partitions;
+    - for dataframes, ``FinalizeComputeDF``, lowered to a repartition to one partition: dask's
+      ``_concat`` of every partition under ``("repartitiontofewer-<token>", 0)`` (a user's own
+      ``repartition(npartitions=1)`` as the last step is the same task, and is found too).
+
+    Only plain tasks qualify: a finalize that dask's own optimizations fused with the user's tasks
+    (a single-chunk array, a reduction's aggregate) is an alias or a fused task, and is not found.
+
+    Parameters
+    ----------
+    graph : mapping
+        Converted graph nodes by key, before fusion.
+    keys : set
+        The requested keys.
+    """
+    return {key for key in keys if isinstance(node := graph.get(key), Task) and _is_assembly(key, node)}
+
+
+def _is_assembly(key: Hashable, node: Task) -> bool:
+    if node.has_subgraph() or not node.dependencies:
+        return False
+    if isinstance(key, str):  # HLGFinalizeCompute's name
+        return key.startswith("finalize-hlgfinalizecompute-")
+    return (  # FinalizeComputeDF, lowered to RepartitionToFewer to one partition
+        isinstance(key, tuple)
+        and len(key) == 2
+        and isinstance(key[0], str)
+        and key[0].startswith("repartitiontofewer-")
+        and key[1] == 0
+        and getattr(node.func, "__name__", None) == "_concat"
+        and getattr(node.func, "__module__", "").startswith("dask.dataframe")
+    )
 
 
 def _keyed(key: Hashable, node: GraphNode) -> GraphNode:

@@ -48,9 +48,14 @@ class ComputeReport:
     invocations : int
         Function invocations, retries included.
     bytes_received : int
-        Bytes that reached the client (responses and fetched results).
+        Bytes that reached the client (responses, fetched results and the inputs of assemblies).
     seconds : float
         Wall time of the compute.
+    assembled_locally : int
+        Requested results assembled on the client from their partitions (dask's finalize task of
+        a computed collection), not in a function.
+    backups : int
+        Backup invocations of stragglers (speculative copies of slow calls).
     """
 
     tasks: int
@@ -58,11 +63,16 @@ class ComputeReport:
     invocations: int
     bytes_received: int
     seconds: float
+    assembled_locally: int = 0
+    backups: int = 0
 
     def __str__(self) -> str:
+        assembled = f", {self.assembled_locally} assembled on the client" if self.assembled_locally else ""
+        backups = f", {self.backups} backups" if self.backups else ""
         return (
-            f"{self.tasks} tasks ({self.executed} after fusion) ran in {self.invocations} "
-            f"invocations in {self.seconds:.2f} s; {self.bytes_received:,} bytes reached the client"
+            f"{self.tasks} tasks ({self.executed} after fusion{assembled}) ran in {self.invocations} "
+            f"invocations{backups} in {self.seconds:.2f} s; {self.bytes_received:,} bytes reached "
+            "the client"
         )
 
 
@@ -83,6 +93,7 @@ def compute_with(
     """
     stats, session, name = executor.stats, executor.session, f"c{next(_compute_ids)}"
     started, invocations, received = time.perf_counter(), stats["invocations"], stats["bytes_received"]
+    backups = stats.get("backups", 0)
     exchange = functools.partial(
         shuffle.rewrite,
         compute=name,
@@ -105,6 +116,8 @@ def compute_with(
             stats["invocations"] - invocations,
             stats["bytes_received"] - received,
             time.perf_counter() - started,
+            assembled_locally=run.assembled,
+            backups=stats.get("backups", 0) - backups,
         )
         executor.last_report = report
         logger.info("faas_get: %s", report)
