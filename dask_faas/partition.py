@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.storage import Storage
+from .backends.storage.base import ObjectStat
 from .backends.storage.local import LocalStorage
 from .backends.storage.urls import S3_SCHEMES, s3_storage, split_url
 from .exceptions import ConfigError
@@ -73,11 +74,15 @@ class ObjectInfo:
         The object's key in its storage.
     size : int
         Size in bytes.
+    version : str or None
+        Its version when it was found (S3's ETag, a file's modification time and inode), which
+        every read of its ranges asks for: see :attr:`ByteRange.version`.
     """
 
     url: str
     key: str
     size: int
+    version: str | None = None
 
 
 def discover(
@@ -86,7 +91,8 @@ def discover(
     """Expand ``urlpath`` (URL, prefix, glob or list of them) into objects with their sizes.
 
     Only LIST and HEAD requests are made. All URLs must name the same bucket (or directory root).
-    Keys ending in ``/`` (directory markers) are skipped; objects come sorted by key.
+    Keys ending in ``/`` (directory markers) are skipped; objects come sorted by key, each with the
+    version the listing reported (:meth:`~dask_faas.backends.storage.base.Storage.scan`).
 
     Parameters
     ----------
@@ -131,10 +137,10 @@ def discover(
         storage = LocalStorage(root)
         base = root.rstrip("/") + "/"
     _check(storage, items[0])
-    found: dict[str, int] = {}
+    found: dict[str, ObjectStat] = {}
     for item, spec in specs:
-        found.update(_match(storage, spec, item))
-    return storage, [ObjectInfo(base + key, key, size) for key, size in sorted(found.items())]
+        found.update((stat.key, stat) for stat in _match(storage, spec, item))
+    return storage, [ObjectInfo(base + k, k, s.size, s.version) for k, s in sorted(found.items())]
 
 
 def plan(
@@ -162,7 +168,8 @@ def plan(
         ``"zstd"`` or ``None``.
     header : bool
         Whether the first line of each object is a header: sampled (``sample_bytes`` from the start,
-        more only if the line is longer) and put in every range's ``header``.
+        more only if the line is longer, of the object's ``version``) and put in every range's
+        ``header``. Each range carries its object's ``version``.
     """
     if blocksize is not None and (isinstance(blocksize, bool) or not isinstance(blocksize, int)):
         raise TypeError(f"blocksize must be an int or None, got {blocksize!r}")
@@ -174,13 +181,16 @@ def plan(
     if header and objects:
         with ThreadPoolExecutor(min(16, len(objects))) as pool:
             keys, same = [obj.key for obj in objects], itertools.repeat
-            heads = list(pool.map(first_line, same(storage), keys, comps, same(sample_bytes)))
+            versions = [obj.version for obj in objects]
+            heads = list(pool.map(first_line, same(storage), keys, comps, same(sample_bytes), versions))
     locator, ranges = storage.locator(), []
     for obj, comp, head in zip(objects, comps, heads, strict=True):
         count = 1 if comp or blocksize is None else max(1, -(-obj.size // blocksize))
         cuts = [i * obj.size // count for i in range(count + 1)]
         for index, (start, end) in enumerate(itertools.pairwise(cuts)):
-            ranges.append(ByteRange(locator, obj.key, obj.url, obj.size, start, end, index, comp, head))
+            ranges.append(
+                ByteRange(locator, obj.key, obj.url, obj.size, start, end, index, comp, head, obj.version)
+            )
     return ranges
 
 
@@ -218,25 +228,25 @@ def _check(storage: Storage, url: str) -> None:
         raise ConfigError(f"cannot read {url}: {err}") from err
 
 
-def _match(storage: Storage, spec: str, url: str) -> list[tuple[str, int]]:
-    """``(key, size)`` of the objects that ``spec`` (key, prefix or glob) names."""
+def _match(storage: Storage, spec: str, url: str) -> list[ObjectStat]:
+    """Size and version of the objects that ``spec`` (key, prefix or glob) names."""
     glob = _GLOB.search(spec)
     try:
         if glob:
             regex = _glob_regex(spec)
-            found = [(k, s) for k, s in storage.list(spec[: glob.start()]) if regex.fullmatch(k)]
+            found = [s for s in storage.scan(spec[: glob.start()]) if regex.fullmatch(s.key)]
         elif not spec or spec.endswith("/"):
-            found = list(storage.list(spec))
+            found = list(storage.scan(spec))
         else:
             try:
-                found = [(spec, storage.size(spec))]
+                found = [storage.stat(spec)]
             except FileNotFoundError:  # a "directory" named without its "/"
-                found = list(storage.list(spec + "/"))
+                found = list(storage.scan(spec + "/"))
     except PermissionError as err:
         raise PermissionError(errno.EACCES, f"access to {url} refused: {err.strerror or err}") from err
     except FileNotFoundError as err:
         raise FileNotFoundError(errno.ENOENT, f"cannot list {url}: {err.strerror or err}") from err
-    found = [(key, size) for key, size in found if not key.endswith("/")]
+    found = [stat for stat in found if not stat.key.endswith("/")]
     if not found:
         raise FileNotFoundError(errno.ENOENT, f"no object matches {url}")
     return found

@@ -56,6 +56,10 @@ class ByteRange:
     header : bytes
         The object's header line (with its line end) to put in front of ranges that start after it;
         empty when there is no header.
+    version : str or None
+        The object's version when it was planned (:attr:`~dask_faas.backends.storage.base.ObjectStat.version`,
+        S3's ETag): every read of the range asks for it, so an object overwritten after planning
+        fails naming it instead of mixing versions, and a stale replica is read again.
     """
 
     locator: dict[str, Any]
@@ -67,6 +71,7 @@ class ByteRange:
     index: int
     compression: str | None = None
     header: bytes = b""
+    version: str | None = None
 
 
 def read_range(
@@ -158,9 +163,12 @@ def quote_options(read_csv_kwargs: Mapping[str, Any]) -> dict[str, str | None]:
     return {"sep": sep, "quotechar": read_csv_kwargs.get("quotechar", '"')}
 
 
-def first_line(storage: Storage, key: str, compression: str | None, sample_bytes: int) -> bytes:
-    """The first line of ``key`` with its line end: ``sample_bytes`` read, more only for a longer line."""
-    chunks = raw_chunks(storage, key, 0, sample_bytes, sample_bytes, MAX_CHUNK)
+def first_line(
+    storage: Storage, key: str, compression: str | None, sample_bytes: int, version: str | None = None
+) -> bytes:
+    """The first line of ``key`` (of ``version``) with its line end: ``sample_bytes`` read, more only
+    for a longer line."""
+    chunks = raw_chunks(storage, key, 0, sample_bytes, sample_bytes, MAX_CHUNK, version)
     parts = []
     for chunk in decompressed(chunks, compression, strict=False) if compression else chunks:
         newline = chunk.find(b"\n")
@@ -197,7 +205,7 @@ def read_sample(storage: Storage, rng: ByteRange, sample_bytes: int) -> tuple[by
     """
     if sample_bytes < 1:
         raise ValueError(f"sample_bytes must be >= 1, got {sample_bytes}")
-    chunks = raw_chunks(storage, rng.key, 0, sample_bytes, sample_bytes, MAX_CHUNK)
+    chunks = raw_chunks(storage, rng.key, 0, sample_bytes, sample_bytes, MAX_CHUNK, rng.version)
     stream = decompressed(chunks, rng.compression, strict=False) if rng.compression else chunks
     buffer = bytearray()
     line_start, row_end = len(rng.header), -1  # the start of the next line to look at for a row
@@ -286,11 +294,15 @@ _DECOMPRESSORS: dict[str, Callable[[], Any]] = {
 }
 
 
-def raw_chunks(storage: Storage, key: str, pos: int, first: int, step: int, cap: int) -> Iterator[bytes]:
-    """Bytes of ``key`` from ``pos`` to its end, in GETs of ``first``, then ``step`` doubling to ``cap``."""
+def raw_chunks(
+    storage: Storage, key: str, pos: int, first: int, step: int, cap: int, version: str | None = None
+) -> Iterator[bytes]:
+    """Bytes of ``key`` from ``pos`` to its end, in GETs of ``first``, then ``step`` doubling to ``cap``;
+    each GET asks for ``version`` (see :meth:`~dask_faas.backends.storage.base.Storage.get`)."""
     want, following = first, step
+    pinned = {} if version is None else {"version": version}  # unversioned: any get() signature
     while True:
-        data = storage.get(key, pos, pos + want)
+        data = storage.get(key, pos, pos + want, **pinned)
         if data:
             yield data
         if len(data) < want:
@@ -320,7 +332,7 @@ def decompressed(chunks: Iterable[bytes], compression: str, *, strict: bool) -> 
 def _owned(storage: Storage, rng: ByteRange, first: int, step: int, cap: int) -> Iterator[bytes]:
     """The bytes of the lines starting in ``[rng.start, rng.end)``, header not added, in pieces."""
     if rng.compression:
-        chunks = raw_chunks(storage, rng.key, 0, first, step, cap)
+        chunks = raw_chunks(storage, rng.key, 0, first, step, cap, rng.version)
         yield from decompressed(chunks, rng.compression, strict=True)
         return
     start, end = rng.start, rng.end
@@ -328,7 +340,7 @@ def _owned(storage: Storage, rng: ByteRange, first: int, step: int, cap: int) ->
         return
     pos = max(start - 1, 0)  # offset of the next chunk; byte start - 1 tells if a line starts at start
     seeking = start > 0
-    for chunk in raw_chunks(storage, rng.key, pos, first, step, cap):
+    for chunk in raw_chunks(storage, rng.key, pos, first, step, cap, rng.version):
         lo = 0
         if seeking:  # the first line start in [start, end) follows a "\n" in [start - 1, end - 1)
             newline = chunk.find(b"\n", 0, max(end - 1 - pos, 0))

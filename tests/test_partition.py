@@ -86,7 +86,8 @@ def assert_exact(
 def check_object(root: Path, data: bytes, *, key: str = "obj.csv", read_ahead: int = 1 << 20) -> None:
     path = put(root, key, data)
     storage, objects = discover(path)
-    assert objects == [ObjectInfo(path, key, len(data))]
+    assert objects == [ObjectInfo(path, key, len(data), storage.stat(key).version)]
+    assert objects[0].version is not None  # every read of its ranges asks for this version
     for blocksize in block_sizes(len(data)):
         ranges = plan(storage, objects, blocksize)
         assert ranges[0].start == 0 and ranges[-1].end == len(data)
@@ -202,7 +203,7 @@ def test_read_ahead_grows_for_a_long_line(tmp_path: Path) -> None:
 def test_empty_object(tmp_path: Path) -> None:
     path = put(tmp_path, "empty.csv", b"")
     storage, objects = discover(path)
-    assert objects == [ObjectInfo(path, "empty.csv", 0)]
+    assert objects == [ObjectInfo(path, "empty.csv", 0, storage.stat("empty.csv").version)]
     for blocksize in (1, 7, None):
         (rng,) = plan(storage, objects, blocksize)
         assert (rng.start, rng.end, rng.header) == (0, 0, b"")
@@ -264,8 +265,10 @@ class CountingStorage(LocalStorage):
         super().__init__(root)
         self.calls: list[tuple[str, int | None, int | None, int]] = []
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        data = super().get(key, start, end)
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
+    ) -> bytes:
+        data = super().get(key, start, end, version=version)
         self.calls.append((key, start, end, len(data)))
         return data
 
@@ -600,7 +603,8 @@ def test_s3_discover(s3_data: dict[str, Any]) -> None:
         "year=2020/m01.csv",
     ]
     storage, objects = discover(f"cos://{b}/data/a.csv", s3_data["options"])
-    assert objects == [ObjectInfo(f"cos://{b}/data/a.csv", "data/a.csv", len(PLAIN))]
+    etag = storage.stat("data/a.csv").version
+    assert etag and objects == [ObjectInfo(f"cos://{b}/data/a.csv", "data/a.csv", len(PLAIN), etag)]
     assert storage.locator() == {
         "backend": "s3",
         "bucket": b,
