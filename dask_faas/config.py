@@ -7,7 +7,9 @@ is also a keyword of :class:`~dask_faas.FaasExecutor` (``timeout_s=60``, ``s3={"
 
 from __future__ import annotations
 
+import builtins
 import difflib
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +19,7 @@ import yaml
 
 from .exceptions import ConfigError
 
-__all__ = ["resolve"]
+__all__ = ["exception_types", "positive", "resolve"]
 
 _FILE = os.path.join(os.path.dirname(__file__), "faas.yaml")
 
@@ -82,3 +84,37 @@ def positive(settings: Mapping[str, Any], name: str, kind: type = float) -> Any:
             f"setting 'faas.{name}' must be a positive {kind.__name__}, got {value!r}"
         ) from None
     return converted
+
+
+def exception_types(settings: Mapping[str, Any], name: str) -> tuple[type[BaseException], ...] | None:
+    """``settings[name]`` as a tuple of exception types, or None when it is unset.
+
+    The setting may hold an exception type, a name of one (a builtin such as ``"ValueError"``, or
+    ``"package.module.Name"``), or a list or tuple of them.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting and the entry that is no exception type, or cannot be imported.
+    """
+    value = settings[name]
+    if value is None:
+        return None
+    entries = list(value) if isinstance(value, list | tuple) else [value]
+    types = []
+    for entry in entries:
+        found = _exception_type(entry, name) if isinstance(entry, str) else entry
+        if not (isinstance(found, type) and issubclass(found, BaseException)):
+            raise ConfigError(f"setting 'faas.{name}' takes exception types or their names, got {entry!r}")
+        types.append(found)
+    return tuple(types)
+
+
+def _exception_type(name: str, setting: str) -> Any:
+    module, _, attribute = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module) if module else builtins, attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting 'faas.{setting}': cannot find the exception type {name!r} ({exc})"
+        ) from None

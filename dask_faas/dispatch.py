@@ -1,31 +1,46 @@
-"""Calls on their way through invocations, retries and deadlines (the core of ``FaasExecutor``).
+"""Calls on their way through invocations, retries, deadlines and backups (the core of ``FaasExecutor``).
 
 A :class:`Dispatcher` turns one batch of calls into signed invocation payloads, hands them to the
 compute backend, decodes the responses and settles the caller's :class:`concurrent.futures.Future`.
-Failed invocations are invoked again up to the call's ``retries``. Every started invocation has a
-deadline, its ``timeout_s`` plus a grace: a platform that never answers (a lost response) fails the
-call with a :class:`~dask_faas.exceptions.FunctionTimeoutError` naming it, instead of hanging the
-client. Warnings raised inside the function are issued again here, with the function-side location.
+
+- Retries: a failed call is invoked again up to its ``retries`` by the policy of
+  :meth:`CallOptions.retried <dask_faas.session.CallOptions.retried>`: failures of the platform
+  and the storage always; the user's exceptions unless ``retry_on`` leaves them out; never a
+  failure that would repeat itself (a signature that does not match, a protocol mismatch,
+  something that cannot be pickled, a wrong setting).
+- Deadlines: every started invocation has one, its ``timeout_s`` plus a grace: a platform that
+  never answers (a lost response) fails the call with a
+  :class:`~dask_faas.exceptions.FunctionTimeoutError` naming it, instead of hanging the client. An
+  attempt that never started (no answer, no start mark) is delivered again.
+- Backups (``faas.backups``): a call that runs far longer than its finished siblings (the calls
+  of its group, see :class:`~dask_faas.deadlines.BackupRule`) is invoked once more while it goes on
+  running: the backup is another run of the same attempt, with a delivery nonce and so names of its
+  own, and a time limit and deadlines of its own counted from its own send. The first run to
+  answer with a result wins; the other's answer is ignored and what it wrote is deleted. A run
+  that fails while the other still runs does not fail the call; the last one to fail does (and is
+  retried as any failure).
+
+Warnings raised inside the function are issued again here, with the function-side location.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import heapq
 import itertools
 import logging
 import random
 import secrets
 import threading
-import time
 import warnings
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from . import protocol, serialize
 from .backends.compute import ComputeBackend, InvokeOptions
+from .deadlines import MAX_REDELIVERIES, BackupRule, Deadlines, Stragglers, deadline_grace_s, longest_call_s
 from .exceptions import (
     ConfigError,
     FunctionTimeoutError,
@@ -39,40 +54,17 @@ from .session import CallOptions, Calls, JobFunction
 
 __all__ = ["MAX_REDELIVERIES", "Dispatcher", "deadline_grace_s", "longest_call_s"]
 
-#: How many times one attempt is delivered again because it did not start within its start deadline.
-MAX_REDELIVERIES = 3
 #: Threads that look for start marks in storage at calls' start deadlines.
 START_CHECKERS = 8
 
 logger = logging.getLogger("dask_faas")
 
 
-def deadline_grace_s(timeout_s: float) -> float:
-    """How long past its ``timeout_s`` a started invocation may stay unanswered before it is failed."""
-    return max(5.0, 0.1 * timeout_s)
-
-
-def longest_call_s(
-    options: CallOptions,
-    answer_grace_s: float = 0.0,
-    start_deadline_s: float = 0.0,
-    throttle_deadline_s: float = 0.0,
-) -> float:
-    """How long a waiter may wait for a call once started: every attempt up to its deadline (with
-    the platform's ``answer_grace_s``, the re-deliveries after a missed ``start_deadline_s`` and the
-    time it may be throttled), the backoffs between them, and one more grace for the outcome to
-    reach the waiter."""
-    grace = deadline_grace_s(options.timeout_s)
-    backoff = sum(options.retry_backoff_s * 2**a * 1.5 for a in range(options.retries))
-    attempt = options.timeout_s + answer_grace_s + grace + MAX_REDELIVERIES * start_deadline_s
-    attempt += throttle_deadline_s
-    return (options.retries + 1) * attempt + backoff + grace
-
-
 @dataclass(eq=False)
 class _Call:
-    """One batch of calls in one invocation, at one attempt (a retry is a copy with the next
-    attempt; ``started`` and the future are shared by every attempt)."""
+    """One run of one attempt of a batch of calls in one invocation (a retry is a copy with the
+    next attempt, a backup a copy of the same attempt; ``started`` and the future are shared by
+    every attempt)."""
 
     id: str
     label: str
@@ -81,89 +73,38 @@ class _Call:
     options: CallOptions
     future: cf.Future[Any]
     unwrap: bool
+    group: Hashable = None
     attempt: int = 0
-    #: Nonces of this attempt's deliveries, the latest last (a call that never started is sent again).
+    #: Nonces of this run's deliveries, the latest last (a call that never started is sent again).
     deliveries: list[str] = field(default_factory=list)
     started: bool = False
-    #: Set once this attempt's outcome was taken (response, failure or missed deadline).
+    #: Set once this run's outcome was taken (response, failure, missed deadline, lost the race).
     settled: bool = field(default=False)
-    #: The deadline watcher's numbers for this attempt: its answer deadline and its start deadline.
+    #: The deadline watcher's numbers for this run: its answer deadline and its start deadline.
     watch: int | None = None
     start_watch: int | None = None
+    #: How long this run took from its latest send to its outcome (with backups on).
+    ran_s: float | None = None
+    #: This run is the backup of its attempt.
+    backup: bool = False
+    #: The runs of this attempt, once it was backed up (shared by the original and the backup).
+    race: _Race | None = None
 
     def describe(self) -> str:
-        return f"call {self.id} (attempt {self.attempt}) of {self.label}"
+        run = ", backup" if self.backup else ""
+        return f"call {self.id} (attempt {self.attempt}{run}) of {self.label}"
 
 
-class _Deadlines:
-    """One thread that fails started invocations still unanswered past their deadline.
+@dataclass(eq=False)
+class _Race:
+    """The original run of an attempt and its backup; the first to answer with a result wins."""
 
-    The heap holds only times and numbers; the calls being watched are in a dict that an answered
-    call leaves at once, so a finished call's future and arguments are never kept alive here.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int]] = []
-        self._watched: dict[int, tuple[_Call, Any]] = {}
-        self._numbers = itertools.count()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def add(self, call: _Call, seconds: float, action: Any) -> int:
-        """Call ``action(call)`` in ``seconds`` unless :meth:`discard` is called first with the number
-        this returns."""
-        number = next(self._numbers)
-        deadline = time.monotonic() + seconds
-        with self._cond:
-            if self._closed:
-                return number
-            self._watched[number] = (call, action)
-            earliest = not self._heap or deadline < self._heap[0][0]
-            heapq.heappush(self._heap, (deadline, number))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="dask-faas-deadlines", daemon=True)
-                self._thread.start()
-            elif earliest:
-                self._cond.notify()
-        return number
-
-    def discard(self, number: int | None) -> None:
-        if number is not None:
-            with self._cond:
-                self._watched.pop(number, None)
-                if len(self._heap) > 2 * len(self._watched) + 1024:  # drop answered calls' entries
-                    self._heap = [entry for entry in self._heap if entry[1] in self._watched]
-                    heapq.heapify(self._heap)
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][1] not in self._watched or self._heap[0][0] <= now):
-                    _, number = heapq.heappop(self._heap)
-                    watched = self._watched.pop(number, None)
-                    if watched is not None:
-                        call, action = watched
-                        self._cond.release()
-                        try:
-                            action(call)
-                        except Exception:  # the watcher must outlive any one call
-                            logger.exception("dask-faas: deadline of %s", call.describe())
-                        finally:
-                            self._cond.acquire()
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._heap.clear()
-            self._watched.clear()
-            self._cond.notify()
+    runs: list[_Call]
+    winner: _Call | None = None
 
 
 class Dispatcher:
-    """Submit batches of calls as invocations of ``backend``, with retries and deadlines.
+    """Submit batches of calls as invocations of ``backend``, with retries, deadlines and backups.
 
     Parameters
     ----------
@@ -181,6 +122,8 @@ class Dispatcher:
         For a backend that cannot confirm that a call started (``confirms_start`` False): an attempt
         with no answer this long after it was sent, and no start mark from any of its deliveries, is
         delivered again (at most :data:`MAX_REDELIVERIES` times).
+    backups : BackupRule, optional
+        Back up stragglers by this rule (None: never).
     """
 
     def __init__(
@@ -191,21 +134,26 @@ class Dispatcher:
         inline_limit: int,
         options: CallOptions,
         start_deadline_s: float | None = None,
+        backups: BackupRule | None = None,
     ) -> None:
         self.backend, self.job, self.options, self.inline_limit = backend, job, options, inline_limit
         self.start_deadline_s = None if backend.confirms_start else start_deadline_s
+        self.backups = backups
         self._key = key
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._futures: set[cf.Future[Any]] = set()
-        self._deadlines = _Deadlines()
+        self._deadlines = Deadlines()
+        self._stragglers = None if backups is None else Stragglers(backups, self._deadlines, self._back_up)
         self._checks: cf.ThreadPoolExecutor | None = None  # looks for start marks (see _start_check)
         self._warned: dict[Any, Any] = {}  # warnings' "once per location" registry
         self.closed = False
         self._stopped = False
         #: How long a waiter may wait for any call submitted so far (see :func:`longest_call_s`).
         self.wait_bound_s = self.longest_call_s(options)
-        self.stats = {"calls": 0, "invocations": 0, "retries": 0, "redeliveries": 0, "bytes_received": 0}
+        self.stats = dict.fromkeys(
+            ("calls", "invocations", "retries", "redeliveries", "backups", "backups_won", "bytes_received"), 0
+        )
 
     def submit(
         self,
@@ -215,6 +163,7 @@ class Dispatcher:
         options: CallOptions | None = None,
         label: str | None = None,
         first_index: int | None = None,
+        group: Hashable | None = None,
     ) -> cf.Future[Any]:
         """Invoke ``function`` over ``calls`` in one invocation (see :meth:`Session.submit`)."""
         if options is not None:
@@ -223,9 +172,9 @@ class Dispatcher:
         data = serialize.dumps_arguments(function.name, calls, first_index, ship=self.job.ship_modules)
         args = data if len(data) <= self.inline_limit else self.job.put(f"in/{call_id}", data)
         future: cf.Future[Any] = cf.Future()
-        call = _Call(
-            call_id, label or function.name, function.ref, args, options or self.options, future, unwrap
-        )
+        name = label or function.name
+        group = (function.ref.key, name) if group is None else group
+        call = _Call(call_id, name, function.ref, args, options or self.options, future, unwrap, group)
         with self._lock:
             if self.closed:
                 self._release_args(call)
@@ -233,7 +182,9 @@ class Dispatcher:
             self._futures.add(future)
             self.stats["calls"] += len(calls)
             self.wait_bound_s = max(self.wait_bound_s, self.longest_call_s(call.options))
-        future.add_done_callback(self._forget)
+        if self._stragglers is not None:
+            self._stragglers.join(group)
+        future.add_done_callback(partial(self._forget, group))
         try:
             self._invoke(call)
         except BaseException:
@@ -246,11 +197,16 @@ class Dispatcher:
         """See :func:`longest_call_s`, with this backend's answer grace and start deadline."""
         backend = self.backend
         return longest_call_s(
-            options, backend.answer_grace_s, self.start_deadline_s or 0.0, backend.throttle_deadline_s
+            options,
+            backend.answer_grace_s,
+            self.start_deadline_s or 0.0,
+            backend.throttle_deadline_s,
+            self.backups is not None,
         )
 
     def _check_limits(self, options: CallOptions, label: str) -> None:
-        """Refuse per-call limits (Dask annotations) the platform cannot grant."""
+        """Refuse per-call limits (Dask annotations) the platform cannot grant, and a ``retry_on``
+        that is not a tuple of exception types."""
         backend = self.backend
         if options.timeout_s > backend.max_timeout_s or options.memory_mb > backend.max_memory_mb:
             raise ConfigError(
@@ -258,6 +214,12 @@ class Dispatcher:
                 f"{backend.name} backend's max_timeout_s={backend.max_timeout_s:g} or "
                 f"max_memory_mb={backend.max_memory_mb}"
             )
+        retry_on = options.retry_on
+        if retry_on is not None and not (
+            isinstance(retry_on, tuple)
+            and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
+        ):
+            raise ConfigError(f"{label}: retry_on must be a tuple of exception types, got {retry_on!r}")
 
     def pending(self) -> list[cf.Future[Any]]:
         """The futures not done yet."""
@@ -270,7 +232,7 @@ class Dispatcher:
             self.closed = True
 
     def stop(self) -> None:
-        """Stop retrying and watching deadlines: the backend is being closed."""
+        """Stop retrying, backing up and watching deadlines: the backend is being closed."""
         self.close()
         with self._lock:
             self._stopped = True
@@ -284,11 +246,13 @@ class Dispatcher:
         with self._lock:
             self.stats["bytes_received"] += nbytes
 
-    # -- one attempt -------------------------------------------------------------------------
+    # -- one run of one attempt --------------------------------------------------------------
 
-    def _forget(self, future: cf.Future[Any]) -> None:
+    def _forget(self, group: Hashable, future: cf.Future[Any]) -> None:
         with self._lock:
             self._futures.discard(future)
+        if self._stragglers is not None:
+            self._stragglers.leave(group)
 
     def _invoke(self, call: _Call) -> None:
         call.deliveries.append(secrets.token_hex(4))
@@ -324,13 +288,13 @@ class Dispatcher:
         self.backend.invoke(payload, options).add_done_callback(partial(self._on_response, call, delivery))
 
     def _start(self, call: _Call) -> bool:
-        """The backend is about to send ``call``: mark the future running and start its deadline."""
+        """The backend is about to send ``call``: mark the future running and start its deadlines."""
         if not call.started:
             call.started = True
             if not call.future.set_running_or_notify_cancel():
                 return False
-        elif call.future.done() or call.settled:  # a retry settled meanwhile, or this attempt was
-            return False
+        elif call.future.done() or call.settled:  # a retry or the other run settled meanwhile, or
+            return False  # this run was given up on
         timeout = call.options.timeout_s
         # a re-delivery or a send after a backoff: the deadlines count from this send
         self._backing_off(call)
@@ -338,6 +302,8 @@ class Dispatcher:
         call.watch = self._deadlines.add(call, answer_by, self._expire)
         if self.start_deadline_s is not None and len(call.deliveries) <= MAX_REDELIVERIES:
             call.start_watch = self._deadlines.add(call, self.start_deadline_s, self._start_check)
+        if self._stragglers is not None:  # an attempt is backed up once
+            self._stragglers.sent(call, watch=call.race is None)
         return True
 
     def _backing_off(self, call: _Call, delay: float = 0.0) -> None:
@@ -346,6 +312,8 @@ class Dispatcher:
         self._deadlines.discard(call.watch)
         self._deadlines.discard(call.start_watch)
         call.watch = call.start_watch = None
+        if self._stragglers is not None:
+            self._stragglers.stopped(call)
 
     def _start_check(self, call: _Call) -> None:
         """From the deadline thread: look for the call's start marks on the checking pool, so that
@@ -376,14 +344,71 @@ class Dispatcher:
             self.stats["redeliveries"] += 1
         self._invoke_or_fail(call)
 
+    # -- stragglers ----------------------------------------------------------------------------
+
+    def _back_up(self, call: _Call) -> None:
+        """From the deadline thread, at ``call``'s straggler deadline: invoke it again while it runs."""
+        stragglers = self._stragglers
+        if stragglers is None or self._stopped or call.settled or call.future.done():
+            return
+        ran = stragglers.take(call)
+        if ran is None:
+            return
+        with self._lock:
+            if call.settled or call.race is not None:
+                return
+            self.stats["backups"] += 1
+            call.race = race = _Race([call])
+            backup = replace(call, deliveries=[], settled=False, watch=None, start_watch=None, backup=True)
+            race.runs.append(backup)
+        logger.info(
+            "dask-faas: %s has run %.1f s, over %g times the median of its finished siblings; "
+            "invoking it again",
+            call.describe(),
+            ran,
+            stragglers.rule.slowdown,
+        )
+        self._invoke_or_fail(backup)
+
+    def _others_running(self, call: _Call) -> bool:
+        """Whether another run of ``call``'s attempt is still out (its outcome will decide)."""
+        race = call.race
+        if race is None:
+            return False
+        with self._lock:
+            return any(run is not call and not run.settled for run in race.runs)
+
+    def _claim(self, call: _Call) -> bool:
+        """This run answered with a result: it wins its attempt unless the other run won first.
+        The other run is given up on (its answer, when it comes, is discarded)."""
+        race = call.race
+        if race is None:
+            return True
+        with self._lock:
+            if race.winner is not None:
+                return False
+            race.winner = call
+            losers = [run for run in race.runs if run is not call and not run.settled]
+            for run in losers:
+                run.settled = True
+            if call.backup:
+                self.stats["backups_won"] += 1
+        for run in losers:
+            self._backing_off(run)  # discards its deadlines
+        return True
+
+    # -- outcomes --------------------------------------------------------------------------------
+
     def _settle(self, call: _Call) -> bool:
-        """Take the outcome of this attempt once (a response and a missed deadline may race)."""
+        """Take the outcome of this run once (a response and a missed deadline may race)."""
         with self._lock:
             if call.settled:
                 return False
             call.settled = True
         self._deadlines.discard(call.watch)
         self._deadlines.discard(call.start_watch)
+        if self._stragglers is not None:
+            call.ran_s = self._stragglers.stopped(call)
         return True
 
     def _expire(self, call: _Call) -> None:
@@ -402,27 +427,43 @@ class Dispatcher:
     def _on_response(self, call: _Call, delivery: str, response: cf.Future[bytes]) -> None:
         if delivery != call.deliveries[-1] and (response.cancelled() or response.exception() is not None):
             return  # a delivery given up on (it never started) failed: the latest one decides
-        if not self._settle(call):  # past its deadline, or another delivery answered first
+        if not self._settle(call):  # past its deadline, or another delivery or run answered first
             if not response.cancelled() and response.exception() is None:
-                self._discard_outputs(call, response.result())
+                self._discard_outputs(call, delivery, response.result())
             return
-        if response.cancelled():  # the backend closed before sending it
+        if response.cancelled():  # the backend closed before sending it, or the call was done
+            if self._others_running(call):
+                return
             self._release_args(call)
             if not call.future.cancel():  # a retry's future is already running
                 self._finish(call, exc=InvocationError(f"{call.describe()}: not sent, the backend closed"))
             return
         try:
             reply = self._reply(call, response.result())
-        except BaseException as exc:
+            data = self._data(reply)
+        except BaseException as exc:  # the platform, the storage or the answer failed
             self._fail(call, exc)
             return
-        try:
-            value = self._value(call, reply)
-        except BaseException as exc:
+        if not reply.ok:
+            try:
+                error = serialize.loads_error(data)
+            except BaseException as exc:  # the function's error cannot be rebuilt here
+                self._fail(call, exc)
+                return
             with contextlib.suppress(Warning):  # the call's own error wins over an escalated warning
                 self._reissue_warnings(reply.warnings)
+            self._fail(call, error, raised_by_function=True)
+            return
+        if not self._claim(call):  # the other run of this attempt won meanwhile
+            self._discard_reply(call, delivery, reply, data)
+            return
+        try:
+            results = serialize.loads(data)
+        except BaseException as exc:
             self._fail(call, exc)
             return
+        if self._stragglers is not None:
+            self._stragglers.finished(call, call.ran_s)
         # arguments go before the future settles: a waiter that wakes finds nothing of the call left
         self._release_args(call)
         try:
@@ -430,10 +471,21 @@ class Dispatcher:
         except Warning as escalated:  # a client filter turned a function's warning into an error
             self._finish(call, exc=escalated)
         else:
-            self._finish(call, value)
+            self._finish(call, results[0] if call.unwrap else results)
 
-    def _fail(self, call: _Call, exc: BaseException) -> None:
-        if call.attempt < call.options.retries and not call.future.done() and not self._stopped:
+    def _fail(self, call: _Call, exc: BaseException, raised_by_function: bool = False) -> None:
+        """This run failed: the other run of its attempt decides if it still runs; otherwise the
+        call is retried by its policy while attempts are left, or fails with ``exc``."""
+        if self._others_running(call):
+            logger.info("dask-faas: %s failed while its other run goes on: %r", call.describe(), exc)
+            return
+        options = call.options
+        if (
+            call.attempt < options.retries
+            and not call.future.done()
+            and not self._stopped
+            and options.retried(exc, raised_by_function)
+        ):
             self._retry(call)
             return
         self._release_args(call)
@@ -443,10 +495,11 @@ class Dispatcher:
     def _finish(call: _Call, value: Any = None, exc: BaseException | None = None) -> None:
         if call.future.done():
             return
-        if exc is None:
-            call.future.set_result(value)
-        else:
-            call.future.set_exception(exc)
+        with contextlib.suppress(cf.InvalidStateError):  # two runs of one call ended at once
+            if exc is None:
+                call.future.set_result(value)
+            else:
+                call.future.set_exception(exc)
 
     def _reply(self, call: _Call, sealed: bytes) -> Response:
         reply: Response = protocol.unseal(sealed, self._key, what=f"response to {call.describe()}")
@@ -462,19 +515,16 @@ class Dispatcher:
             with contextlib.suppress(Exception):  # the job's prefix goes at the end anyway
                 self.job.delete(Ref(f"{self.job.prefix}/{name}", 0))
 
-    def _value(self, call: _Call, reply: Response) -> Any:
-        """The results of ``reply`` (fetched from storage when large), or the function's error."""
+    def _data(self, reply: Response) -> bytes | memoryview:
+        """The pickled results or error of ``reply``, fetched from storage (and deleted) when large."""
         data = reply.value
-        if isinstance(data, Ref):
-            self.count_received(data.size)
-            try:
-                data = self.job.fetch(data)
-            finally:
-                self.job.delete(reply.value)
-        if not reply.ok:
-            raise serialize.loads_error(data)
-        results = serialize.loads(data)
-        return results[0] if call.unwrap else results
+        if not isinstance(data, Ref):
+            return data
+        self.count_received(data.size)
+        try:
+            return self.job.fetch(data)
+        finally:
+            self.job.delete(data)
 
     def _reissue_warnings(self, records: bytes) -> None:
         for category, message, filename, lineno in serialize.loads_warnings(records):
@@ -488,20 +538,56 @@ class Dispatcher:
                     f"{name}: {message}", UserWarning, filename, lineno, registry=self._warned
                 )
 
-    def _discard_outputs(self, call: _Call, sealed: bytes) -> None:
-        """A late response of an attempt given up on: delete the result it stored."""
+    def _discard_outputs(self, call: _Call, delivery: str, sealed: bytes) -> None:
+        """A late response of a run given up on (past its deadline, or it lost the race): delete
+        what it stored."""
         try:
             reply: Response = protocol.unseal(sealed, self._key, what=f"late response to {call.describe()}")
-        except Exception:
+        except Exception:  # not ours: nothing of it is deleted
+            logger.warning("dask-faas: ignored a late response to %s", call.describe(), exc_info=True)
             return
         self._delete_start_mark(reply)
+        data = reply.value
+        if isinstance(data, Ref):
+            self._delete(call, data)
+        elif reply.ok:
+            self._discard_reply(call, delivery, reply, data)
+
+    def _discard_reply(self, call: _Call, delivery: str, reply: Response, data: bytes | memoryview) -> None:
+        """Delete what the run of ``delivery`` wrote: the objects its results refer to whose names
+        end with its tag (every name an execution writes does, see ``worker.Context.tag``)."""
         if isinstance(reply.value, Ref):
-            self.job.delete(reply.value)
+            self._delete(call, reply.value)  # its results are the user's values, not references
+            return
+        try:
+            results = serialize.loads(data)
+        except Exception:
+            logger.warning(
+                "dask-faas: could not read the discarded answer of %s", call.describe(), exc_info=True
+            )
+            return
+        written = f".{call.id}.{call.attempt}.{delivery}-"
+        self._delete(call, *(ref for ref in _references(results) if written in ref.key))
+
+    def _delete(self, call: _Call, *refs: Ref) -> None:
+        if not refs:
+            return
+        try:
+            self.job.delete(*refs)
+        except Exception:  # the job's prefix goes at the end anyway
+            logger.warning("dask-faas: could not delete the outputs of %s", call.describe(), exc_info=True)
 
     def _retry(self, call: _Call) -> None:
         delay = call.options.retry_backoff_s * 2**call.attempt * random.uniform(0.5, 1.5)
         retried = replace(
-            call, attempt=call.attempt + 1, deliveries=[], settled=False, watch=None, start_watch=None
+            call,
+            attempt=call.attempt + 1,
+            deliveries=[],
+            settled=False,
+            watch=None,
+            start_watch=None,
+            backup=False,
+            race=None,
         )
         with self._lock:
             self.stats["retries"] += 1
@@ -513,6 +599,8 @@ class Dispatcher:
         try:
             self._invoke(call)
         except BaseException as exc:  # e.g. the pool was closed meanwhile
+            if self._settle(call) and self._others_running(call):
+                return  # a backup that could not be sent: the original goes on
             self._finish(call, exc=exc)
             self._release_args(call)
 
@@ -525,3 +613,17 @@ class Dispatcher:
                 logger.warning(
                     "dask-faas: could not delete the arguments of %s", call.describe(), exc_info=True
                 )
+
+
+def _references(value: Any, depth: int = 3) -> list[Ref]:
+    """The :class:`~dask_faas.protocol.Ref` objects in ``value`` and the lists, tuples and dict
+    values it holds, ``depth`` levels down (the graph engine's results are ``[(key, Ref), ...]``)."""
+    if isinstance(value, Ref):
+        return [value]
+    if depth <= 0:
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [ref for item in value for ref in _references(item, depth - 1)]
+    return []

@@ -28,6 +28,7 @@ from . import config, protocol
 from .backends.compute import ComputeBackend
 from .backends.compute import registry as compute_registry
 from .backends.storage import Storage, storage_from_settings
+from .deadlines import BackupRule
 from .dispatch import Dispatcher
 from .exceptions import ConfigError
 from .job import Job
@@ -77,9 +78,22 @@ class FaasExecutor(cf.Executor):
         Storage backend (``faas.storage``): ``"local"``, ``"s3"``, or a :class:`Storage` instance.
     **settings
         Any other ``faas`` setting as a keyword (``workers``, ``timeout_s``, ``memory_mb``,
-        ``retries``, ``retry_backoff_s``, ``inline_limit``, ``prefix``, ``progress``,
-        ``signing_key``, ``local_storage={...}``, ``s3={...}``); unset ones come from
-        ``dask.config`` (see ``faas.yaml``).
+        ``retries``, ``retry_backoff_s``, ``retry_on``, ``backups``, ``inline_limit``, ``prefix``,
+        ``progress``, ``signing_key``, ``local_storage={...}``, ``s3={...}``); unset ones come
+        from ``dask.config`` (see ``faas.yaml``).
+
+    Notes
+    -----
+    Retries: a call that failed on the platform or the storage (time or memory limit, a dead
+    process, a lost call) is invoked again up to ``retries`` times; so is one that raised, as with
+    Dask's ``retries=``, unless ``retry_on`` (a tuple of exception types) leaves its exception out.
+    An :class:`~dask_faas.exceptions.IntegrityError` (a payload, response or stored object failing
+    its signature) is never retried, nor is a protocol, serialization or configuration error
+    (:meth:`CallOptions.retried <dask_faas.session.CallOptions.retried>`).
+
+    Backups (``backups``, on by default for remote platforms): a call running over 3 times the
+    median of its finished siblings (the calls of one ``map``, or of one function) is invoked
+    once more while it runs; the first result wins (:class:`~dask_faas.deadlines.BackupRule`).
 
     Raises
     ------
@@ -105,6 +119,7 @@ class FaasExecutor(cf.Executor):
             memory_mb=config.positive(s, "memory-mb", int),
             retries=_non_negative_int(s, "retries"),
             retry_backoff_s=float(s["retry-backoff-s"]),
+            retry_on=config.exception_types(s, "retry-on"),
         )
         self._progress = bool(s["progress"])
         backend_cls: type[ComputeBackend] = compute_registry.load(s["backend"])
@@ -128,8 +143,14 @@ class FaasExecutor(cf.Executor):
         backend_obj = backend_cls.from_settings(environment, s)
         self._job = job = Job(storage_obj, key, s["prefix"], _ship_modules(s, backend_cls))
         start_deadline = config.positive(s, "start-deadline-s")
-        self._calls = calls = Dispatcher(backend_obj, job, key, inline_limit, options, start_deadline)
-        #: Counters of this executor: ``calls``, ``invocations``, ``retries``, ``bytes_received``.
+        backups = BackupRule() if _backups(s, backend_cls) else None
+        self._calls = calls = Dispatcher(
+            backend_obj, job, key, inline_limit, options, start_deadline, backups
+        )
+        #: Counters of this executor: ``calls``, ``invocations`` (retries, re-deliveries and
+        #: backups included), ``retries``, ``redeliveries`` (attempts sent again because they did
+        #: not start), ``backups`` (stragglers invoked again), ``backups_won`` (calls whose result
+        #: came from the backup), ``bytes_received``.
         self.stats = calls.stats
         #: The :class:`~dask_faas.scheduler.ComputeReport` of the latest Dask compute.
         self.last_report: Any = None
@@ -318,6 +339,16 @@ def _ship_modules(settings: dict[str, Any], backend: type[ComputeBackend]) -> bo
         return backend.deployed_beforehand
     if not isinstance(value, bool):
         raise ConfigError(f"setting 'faas.ship-modules' must be true, false or 'auto', got {value!r}")
+    return value
+
+
+def _backups(settings: dict[str, Any], backend: type[ComputeBackend]) -> bool:
+    """``faas.backups``: true, false, or "auto" (for functions deployed beforehand: remote platforms)."""
+    value = settings["backups"]
+    if value == "auto":
+        return backend.deployed_beforehand
+    if not isinstance(value, bool):
+        raise ConfigError(f"setting 'faas.backups' must be true, false or 'auto', got {value!r}")
     return value
 
 
