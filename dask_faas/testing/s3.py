@@ -263,7 +263,9 @@ class CountingProxy:
         if version is not None:
             self._stale(handler, version)
             return
-        before = self._upstream("GET", handler.path, None, {}) if record else None
+        # the PUT's own credentials identify the reader (moto answers anonymous reads 403)
+        auth = {k: v for k, v in handler.headers.items() if k.lower() in ("authorization", "x-amz-date")}
+        before = self._upstream("GET", path, None, auth) if record else None
         status, reason, headers, data = self._upstream(method, handler.path, body, self._headers(handler))
         if record and before is not None and 200 <= status < 300:
             old_headers = [(k, v) for k, v in before[2] if k.lower() in _OBJECT_HEADERS]

@@ -454,13 +454,16 @@ class S3Storage(Storage):
             client.close()
 
     def _head_bucket(self, client: Any) -> None:
-        """HeadBucket, sent again while the service sheds load (5xx, up to :data:`CHECK_ATTEMPTS`
-        times): one answer of an overloaded endpoint must not fail the executor, while a wrong
-        endpoint or bucket fails at once."""
+        """HeadBucket, sent again while the service sheds load (5xx) or the connection breaks or
+        stalls (up to :data:`CHECK_ATTEMPTS` times): one answer of an overloaded endpoint must not
+        fail the executor, while a wrong endpoint or bucket fails at once."""
         for attempt in range(CHECK_ATTEMPTS):
             try:
                 client.head_bucket(Bucket=self.bucket)
                 return
+            except _STREAM_ERRORS:
+                if attempt == CHECK_ATTEMPTS - 1:
+                    raise
             except bce.ClientError as err:
                 status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if status not in (500, 502, 503, 504) or attempt == CHECK_ATTEMPTS - 1:
