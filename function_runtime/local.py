@@ -2,10 +2,13 @@
 
 Started by :class:`dask_faas.backends.compute.local.LocalBackend` as ``python -m function_runtime.local``
 with the deployment's environment (signing key, storage credentials). It reads frames
-``<8-byte big-endian length><payload>`` from stdin and answers each with a frame on the original
-stdout, whose first byte says ``0`` (a sealed response follows) or ``1`` (the runtime itself failed,
-an error text follows, as a platform's "unhandled function error"). The function's own prints go to
-stderr, so they cannot corrupt the protocol. A frame of length 0 (or the end of stdin) stops it.
+``<8-byte big-endian length><4-byte big-endian memory_mb><payload>`` from stdin (``memory_mb`` is
+the call's memory limit, 0 for none: the runtime enforces it in this process, see
+:class:`dask_faas.worker.MemoryLimit`) and answers each with a frame ``<8-byte length><reply>`` on
+the original stdout, whose first byte says ``0`` (a sealed response follows) or ``1`` (the runtime
+itself failed, an error text follows, as a platform's "unhandled function error"). The function's
+own prints go to stderr, so they cannot corrupt the protocol. A frame of length 0 (or the end of
+stdin) stops it.
 
 SIGINT is ignored. A terminal's Ctrl-C goes to its whole foreground process group, which includes
 the pool, but a function (as on any remote platform) is stopped by its platform, not by the client's
@@ -19,6 +22,7 @@ import signal
 import struct
 import sys
 
+_HEADER = struct.Struct(">QI")  # payload length, the call's memory_mb (0: none)
 _LENGTH = struct.Struct(">Q")
 
 
@@ -50,17 +54,17 @@ def main() -> None:
     sys.stdout = sys.stderr
     stdin_fd = sys.stdin.fileno()
     while True:
-        header = _read_exactly(stdin_fd, _LENGTH.size)
+        header = _read_exactly(stdin_fd, _HEADER.size)
         if header is None:
             return
-        (length,) = _LENGTH.unpack(header)
+        length, memory_mb = _HEADER.unpack(header)
         if length == 0:
             return
         payload = _read_exactly(stdin_fd, length)
         if payload is None:
             return
         try:
-            reply = b"\0" + runtime.handle(payload)
+            reply = b"\0" + runtime.handle(payload, memory_mb=memory_mb or None)
         except Exception as exc:  # a payload the runtime refuses: answer, stay warm
             reply = b"\1" + f"{type(exc).__name__}: {exc}".encode()
         _write_all(reply_fd, _LENGTH.pack(len(reply)) + reply)

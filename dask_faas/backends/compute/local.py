@@ -3,9 +3,18 @@
 Each process runs the same entry point a remote platform would (``function_runtime.local`` ->
 :class:`dask_faas.worker.Runtime`), with the deployment's environment and nothing else shared with
 the client: payloads go in and responses come out as bytes over pipes. Like a container platform,
-the pool enforces per-invocation limits: a call past its ``timeout_s`` or ``memory_mb`` (resident
-memory, sampled every ``poll_interval_s``) is stopped by killing its process, and a process that
-dies for any reason fails only the call it was running and is replaced.
+the pool enforces per-invocation limits, and a process that dies for any reason fails only the call
+it was running and is replaced:
+
+- ``timeout_s``: a call past it is stopped by killing its process;
+- ``memory_mb``: sent with each payload, the function process enforces it on itself
+  (:class:`dask_faas.worker.MemoryLimit`, a soft ``RLIMIT_DATA`` of its data size at the call's start
+  plus ``memory_mb``): an allocation past it fails at once with ``MemoryError``, answered as a
+  :class:`~dask_faas.exceptions.FunctionMemoryError`, and the process stays warm. The pool keeps a
+  backstop for what that limit does not count (shared mappings such as ``multiprocessing``'s shared
+  memory, a function that raises its own soft limit): a process whose resident memory grows by more
+  than ``memory_mb`` plus :data:`BACKSTOP_SLACK_MB` during a call (sampled every ``poll_interval_s``)
+  is killed, and the call fails with a FunctionMemoryError too.
 
 :meth:`LocalBackend.close` stops the whole pool at once: idle processes see the end of their stdin,
 busy ones get SIGTERM (their calls are abandoned), then all share one grace deadline, after which
@@ -39,9 +48,14 @@ from ...exceptions import (
 )
 from .base import ComputeBackend, InvokeOptions, begin
 
-__all__ = ["LocalBackend"]
+__all__ = ["BACKSTOP_SLACK_MB", "LocalBackend"]
 
 _LENGTH = struct.Struct(">Q")
+_HEADER = struct.Struct(">QI")  # payload length, the call's memory_mb (function_runtime/local.py)
+#: How much more than ``memory_mb`` a call's process may grow (resident) before the pool kills it:
+#: room for what the in-process limit does not count and the pool does (code pages of the modules
+#: a call imports), so that the in-process limit, which keeps the process, comes first.
+BACKSTOP_SLACK_MB = 64
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ENTRY = [sys.executable, "-m", "function_runtime.local"]
 
@@ -71,9 +85,9 @@ class _FunctionProcess:
     def call(self, payload: bytes, options: InvokeOptions, poll_interval_s: float) -> bytes:
         """Send ``payload``, wait for the reply within the limits, return the response bytes."""
         deadline = time.monotonic() + options.timeout_s
-        memory_limit = options.memory_mb * 2**20
+        memory_limit = _resident_bytes(self.pid) + (options.memory_mb + BACKSTOP_SLACK_MB) * 2**20
         try:
-            os.write(self._in, _LENGTH.pack(len(payload)))
+            os.write(self._in, _HEADER.pack(len(payload), options.memory_mb))
             view = memoryview(payload)
             while view:
                 view = view[os.write(self._in, view) :]
@@ -111,7 +125,8 @@ class _FunctionProcess:
                 self.kill()
                 raise FunctionMemoryError(
                     f"{options.label} exceeded its memory limit memory_mb={options.memory_mb} "
-                    f"(resident {resident / 2**20:.0f} MB) and was stopped "
+                    f"(resident {resident / 2**20:.0f} MB, grown past the limit by memory the "
+                    f"function process does not count itself) and was stopped "
                     f"(function process {self.pid} replaced)"
                 )
         return b"".join(chunks)
@@ -163,7 +178,7 @@ class LocalBackend(ComputeBackend):
     workers : int, optional
         Pool size; defaults to the CPU count.
     poll_interval_s : float
-        How often a running call's resident memory is sampled.
+        How often a running call's resident memory is sampled (the backstop of the memory limit).
     close_grace_s : float
         How long :meth:`close` lets the processes end by themselves before it kills them.
     """
