@@ -28,8 +28,9 @@ from dask_faas.backends.storage import (
 )
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.backends.storage.memory import MemoryStorage
+from dask_faas.backends.storage.s3 import S3Storage
 from dask_faas.backends.storage.urls import s3_options, s3_storage, split_url
-from dask_faas.exceptions import ConfigError
+from dask_faas.exceptions import ConfigError, StorageError
 
 ALL_BYTES = bytes(range(256))
 SECRETS = {"testing"}
@@ -138,6 +139,31 @@ class StorageContract:
             storage.get("dir/sub")
         with pytest.raises(FileNotFoundError):
             storage.size("dir")
+
+    # -- versions -------------------------------------------------------------------------------
+
+    def test_versions_change_with_every_write_and_pin_reads(self, storage: Storage) -> None:
+        storage.put("ver/obj", b"first version")
+        first = storage.stat("ver/obj")
+        assert (first.key, first.size) == ("ver/obj", 13) and first.version is not None
+        assert [s for s in storage.scan("ver/") if s.key == "ver/obj"] == [first]
+        assert storage.get("ver/obj", version=first.version) == b"first version"
+        assert storage.get("ver/obj", 6, 9, version=first.version) == b"ver"
+        storage.put("ver/obj", b"second version!")
+        second = storage.stat("ver/obj")
+        assert second.version not in (None, first.version)
+        assert storage.get("ver/obj", 0, 6, version=second.version) == b"second"
+        for start, end in [(None, None), (0, 6)]:  # a reader that planned from the first version
+            with pytest.raises(StorageError, match="ver/obj"):
+                storage.get("ver/obj", start, end, version=first.version)
+        with pytest.raises(FileNotFoundError, match="nope/missing"):
+            storage.stat("nope/missing")
+
+    def test_delete_prefix_leaves_no_upload_open(self, storage: Storage) -> None:
+        storage.put("up/a", b"1")
+        assert storage.delete_prefix("up/") == 1
+        assert storage.open_uploads("up/") == []
+        assert storage.abort_uploads("up/") == 0
 
     def test_exists(self, storage: Storage) -> None:
         assert not storage.exists("ex/obj")
@@ -507,6 +533,44 @@ class TestS3Storage(StorageContract):
         assert storage.get("mp/obj", 5 * 2**20 - 3, 5 * 2**20 + 3) == data[5 * 2**20 - 3 :][:6]
         etag = storage.client.head_object(Bucket=storage.bucket, Key="mp/obj")["ETag"]
         assert etag.strip('"').endswith("-3")  # three parts
+
+    def test_delete_prefix_aborts_the_multipart_uploads_open_under_it(self, storage) -> None:
+        client = storage.client  # an interrupted large write: parts stored, never completed
+        inside = client.create_multipart_upload(Bucket=storage.bucket, Key="job/1/out/big")
+        client.upload_part(
+            Bucket=storage.bucket, Key="job/1/out/big", UploadId=inside["UploadId"], PartNumber=1, Body=b"p"
+        )
+        client.create_multipart_upload(Bucket=storage.bucket, Key="job/2/out/big")
+        storage.put("job/1/out/small", b"x")
+        assert storage.open_uploads("job/1/") == ["job/1/out/big"]
+        assert storage.delete_prefix("job/1/") == 1
+        assert storage.open_uploads("job/1/") == [] and storage.open_uploads("job/") == ["job/2/out/big"]
+        assert storage.abort_uploads("job/2/") == 1 and storage.open_uploads("") == []
+
+    def test_a_key_written_while_a_get_waits_for_it_is_read(self, storage) -> None:
+        waiting = S3Storage(storage.bucket, endpoint_url=storage.endpoint_url, read_after_write_s=30.0)
+        writer = threading.Timer(0.3, storage.put, ("late/obj", b"arrived"))
+        writer.start()
+        try:
+            assert waiting.get("late/obj") == b"arrived"  # a lagging replica's 404 is asked again
+        finally:
+            writer.join()
+            waiting.close()
+
+    def test_read_settings_travel_in_the_locator(self, storage) -> None:
+        tuned = S3Storage(
+            storage.bucket, endpoint_url=storage.endpoint_url, read_timeout=2.5, read_after_write_s=3
+        )
+        locator = tuned.locator()
+        assert locator["read_timeout"] == 2.5 and locator["read_after_write_s"] == 3.0
+        rebuilt = S3Storage.from_locator(locator)
+        assert (rebuilt.read_timeout, rebuilt.read_after_write_s) == (2.5, 3.0)
+        assert "read_timeout" not in storage.locator()  # unset: botocore's default, not in the locator
+        assert s3_options({"read-timeout": 4}) == {"read_timeout": 4}
+        with pytest.raises(ConfigError, match=r"faas\.s3\.read-timeout"):
+            S3Storage(storage.bucket, read_timeout=0)
+        for made in (tuned, rebuilt):
+            made.close()
 
     def test_location_is_the_bucket(self, storage, s3_bucket) -> None:
         assert storage.location == storage.bucket == s3_bucket
