@@ -14,6 +14,13 @@ Functions' own Python middleware, ``func_python`` (hypercorn underneath): it ans
   (``ProtocolError``) -> 400; a POST without a body -> 400; any other method -> 405; anything else
   that goes wrong -> 500 with the error text.
 
+The container's memory limit, ``DASK_FAAS_MEMORY_MB`` (``dask-faas runtime deploy`` writes it from
+the Service's ``resources.limits.memory``) or else the cgroup's limit when readable, is enforced by
+the process on itself from :meth:`Function.start` on (:class:`dask_faas.worker.MemoryLimit`): an
+allocation past it fails at once with ``MemoryError``, answered as a ``FunctionMemoryError`` naming
+the call and ``memory_mb=``, instead of Kubernetes OOMKilling the container (a 502 to the client
+and every call of the instance lost). The limit is the instance's: calls running at once share it.
+
 ``Runtime.handle`` is CPU-bound: it runs on ``DASK_FAAS_INSTANCE_CONCURRENCY`` threads (default 1,
 the Service's ``containerConcurrency``), off the event loop, so the health checks answer while calls
 run; a request beyond that many waits for a thread. The service must set ``DASK_FAAS_HTTP_TOKEN``
@@ -58,7 +65,8 @@ class Function:
         self._runtime: Runtime | None = None
 
     def start(self, env: dict[str, str]) -> None:
-        """Make the runtime (signing key from ``DASK_FAAS_SIGNING_KEY``); the instance is then ready."""
+        """Make the runtime (signing key from ``DASK_FAAS_SIGNING_KEY``, the container's memory
+        enforced from now on); the instance is then ready."""
         self._runtime = Runtime.from_environ()
 
     def stop(self) -> None:

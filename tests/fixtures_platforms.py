@@ -33,8 +33,17 @@ import pytest
 from dask_faas import config, protocol
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV
 from dask_faas.testing.servers import Emulator, start_emulator
+from dask_faas.worker import MEMORY_ENV
 
-__all__ = ["EXECUTOR_KINDS", "PLATFORMS", "Platforms", "executor_settings", "lambda_variables", "platforms"]
+__all__ = [
+    "EXECUTOR_KINDS",
+    "FUNCTION_MEMORY_MB",
+    "PLATFORMS",
+    "Platforms",
+    "executor_settings",
+    "lambda_variables",
+    "platforms",
+]
 
 #: The remote platforms, each with its emulator.
 PLATFORMS = ("aws_lambda", "openwhisk", "knative")
@@ -51,6 +60,8 @@ FUNCTION_ENV = {
     "NO_PROXY": "127.0.0.1,localhost",
 }
 LAMBDA_ROLE = "arn:aws:iam::123456789012:role/dask-faas"
+#: The memory of the deployed function on every platform (MiB).
+FUNCTION_MEMORY_MB = 1024
 
 
 def lambda_variables(environment: dict[str, str]) -> dict[str, str]:
@@ -110,7 +121,7 @@ class Platforms:
             PackageType="Image",
             Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dask-faas:lambda"},
             Role=LAMBDA_ROLE,
-            MemorySize=1024,
+            MemorySize=FUNCTION_MEMORY_MB,
             Timeout=300,
             Environment={"Variables": lambda_variables(self.environment)},
         )
@@ -128,7 +139,7 @@ class Platforms:
         action = {
             "exec": {"kind": "blackbox", "image": "dask-faas/openwhisk:test"},
             "annotations": [{"key": "provide-api-key", "value": False}],
-            "limits": {"timeout": 300_000, "memory": 1024},
+            "limits": {"timeout": 300_000, "memory": FUNCTION_MEMORY_MB},
             "parameters": [{"key": k, "value": v, "init": True} for k, v in self.environment.items()],
         }
         with requests.Session() as session:
@@ -144,14 +155,14 @@ class Platforms:
 
     def _start_knative(self) -> dict[str, Any]:
         env_file = os.path.join(self.workdir, "knative-env.json")
+        # the Service's environment as `dask-faas runtime deploy` writes it: the token, and the
+        # container's memory limit for the runtime to enforce on itself
+        variables = {"DASK_FAAS_HTTP_TOKEN": self.knative_token, MEMORY_ENV: str(FUNCTION_MEMORY_MB)}
         with open(env_file, "w") as f:
-            json.dump({**self.environment, "DASK_FAAS_HTTP_TOKEN": self.knative_token}, f)
+            json.dump({**self.environment, **variables}, f)
         emulator = self._emulators["knative"] = start_emulator(
             "dask_faas.testing.knative_router",
-            "--env-file",
-            env_file,
-            "--instances",
-            "2",
+            *("--env-file", env_file, "--instances", "2", "--memory-mb", str(FUNCTION_MEMORY_MB)),
             log_path=self._log("knative"),
         )
         return {"knative": {"url": emulator.url, "token": self.knative_token}}

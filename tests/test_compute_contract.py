@@ -42,6 +42,7 @@ from dask_faas import (
     WorkerDiedError,
 )
 from dask_faas.backends.compute import ComputeBackend, InvokeOptions, registry
+from dask_faas.worker import MEMORY_ENV
 
 #: ``(environment, concurrency, memory_mb) -> backend``: the backend deployed with ``environment``
 #: (signing key, storage credentials) that runs at most ``concurrency`` calls at once. ``memory_mb``
@@ -142,9 +143,13 @@ class Harness(Payloads):
 class ComputeBackendContract:
     """What every compute backend does. Subclass it with a ``make_backend`` fixture."""
 
-    #: What a call past its memory limit fails with: a platform that reports an OOM kill as any
-    #: other death of the instance (Knative's 502) says :class:`WorkerDiedError`, naming the limit.
+    #: What a call past its memory limit fails with.
     memory_error: type[InvocationError] = FunctionMemoryError
+    #: Whether the function process enforces the limit on itself (the local pool's per-call limit,
+    #: Knative's ``DASK_FAAS_MEMORY_MB``): the allocation fails inside the function, which answers a
+    #: FunctionMemoryError naming its call id and function; otherwise the platform stops the call and
+    #: the backend's error names the call's label.
+    memory_in_function = False
 
     @pytest.fixture
     def make_backend(self) -> BackendFactory:
@@ -200,9 +205,13 @@ class ComputeBackendContract:
 
     def test_call_over_its_memory_limit_fails_naming_the_call_and_the_limit(self, harness: Harness) -> None:
         backend = harness.backend(concurrency=1, memory_mb=150)
-        _, future = harness.invoke(backend, hold_memory, 400, memory_mb=150, label="call 8 of hungry")
-        with pytest.raises(self.memory_error, match=r"call 8 of hungry.*memory_mb=150"):
-            future.result(timeout=120)
+        call, future = harness.invoke(backend, hold_memory, 400, memory_mb=150, label="call 8 of hungry")
+        named = (
+            rf"call {call} \(attempt 0\) of hold_memory" if self.memory_in_function else "call 8 of hungry"
+        )
+        with pytest.raises(self.memory_error, match=rf"{named}.*memory_mb=150") as info:
+            harness.result(call, future)
+        assert isinstance(info.value, MemoryError)
         call, future = harness.invoke(backend, double, 5)
         assert harness.result(call, future) == 10, "the backend must keep working after a memory kill"
 
@@ -287,6 +296,8 @@ class ComputeBackendContract:
 
 class TestLocal(ComputeBackendContract):
     """The embedded warm pool."""
+
+    memory_in_function = True
 
     @pytest.fixture
     def make_backend(self) -> BackendFactory:
@@ -373,7 +384,7 @@ class TestOpenWhisk(ComputeBackendContract):
 class TestKnative(ComputeBackendContract):
     """Knative: our HTTP runtime under func-python, two instances behind the tests' router."""
 
-    memory_error = WorkerDiedError
+    memory_in_function = True
 
     @pytest.fixture
     def make_backend(self, tmp_path: Path) -> Iterator[BackendFactory]:
@@ -385,7 +396,9 @@ class TestKnative(ComputeBackendContract):
         def make(environment: Mapping[str, str], concurrency: int, memory_mb: int) -> ComputeBackend:
             token = secrets.token_urlsafe(16)
             env_file = tmp_path / f"env-{len(routers)}.json"
-            env_file.write_text(json.dumps({**FUNCTION_ENV, **environment, "DASK_FAAS_HTTP_TOKEN": token}))
+            variables = {**FUNCTION_ENV, **environment, "DASK_FAAS_HTTP_TOKEN": token}
+            # as `dask-faas runtime deploy` writes it from the Service's memory limit
+            env_file.write_text(json.dumps({**variables, MEMORY_ENV: str(memory_mb)}))
             args = ["--env-file", str(env_file), "--instances", str(max(2, concurrency))]
             routers.append(
                 router := start_emulator(

@@ -7,8 +7,9 @@ job in local storage, and the thread pool of ``DASK_FAAS_INSTANCE_CONCURRENCY``.
 
 Part (b) goes through ``dask_faas.testing.knative_router`` (standing in for the activator and the
 Kubernetes Service) with two real instances: round robin, the fault and load knobs, and the
-platform's limits (``timeoutSeconds`` -> 504, the memory limit -> 502). After the module no instance
-process is left.
+platform's limits (``timeoutSeconds`` -> 504, the memory limit -> 502 for an instance that is not
+told its memory; with ``DASK_FAAS_MEMORY_MB`` the runtime enforces it on itself, part (a)). After
+the module no instance process is left.
 
 The functions invoked are defined here and pickled by value (the instances, like a real image,
 cannot import this module): the job ships the test modules (tests/payloads.py).
@@ -35,7 +36,7 @@ import pytest
 import requests
 from payloads import Payloads
 
-from dask_faas import protocol
+from dask_faas import FunctionMemoryError, protocol
 from dask_faas.testing.instances import process_table, read_proc
 from dask_faas.testing.s3 import stop_process
 from dask_faas.testing.servers import Emulator, start_emulator
@@ -349,6 +350,55 @@ def test_instance_concurrency_runs_calls_at_once(tmp_path: Path, calls: Payloads
     assert service.process.returncode == 0, f"SIGTERM must stop the runtime gracefully:\n{service.output()}"
 
 
+def grow(megabytes: int, step_mb: int) -> int:
+    """Allocate ``megabytes`` in steps of ``step_mb`` (every page written), hold them for 30 s."""
+    blocks = [b"\1" * (step_mb * 2**20) for _ in range(megabytes // step_mb)]
+    time.sleep(30)
+    return len(blocks)
+
+
+@pytest.mark.parametrize("allocate", [(hog, 600), (grow, 600, 8)], ids=["at-once", "in-steps"])
+def test_the_runtime_enforces_its_memory_limit_on_itself(
+    tmp_path: Path, calls: Payloads, allocate: tuple[Any, ...]
+) -> None:
+    """With DASK_FAAS_MEMORY_MB (as deployed), an allocation past it fails inside the instance:
+    200 with a FunctionMemoryError naming the call and the limit, and the same instance goes on."""
+    service = Service(tmp_path / "limited", {**calls.environment, "DASK_FAAS_MEMORY_MB": "300"})
+    try:
+        payload = calls.payload(*allocate)
+        started = time.monotonic()
+        answer = service.post(payload.body)
+        assert answer.status_code == 200, answer.text
+        with pytest.raises(FunctionMemoryError, match=rf"call {payload.call} .*memory_mb=300") as info:
+            calls.decode(answer.content, payload.call)
+        assert isinstance(info.value, MemoryError)
+        assert time.monotonic() - started < 25, "the allocation must fail at once, not after the hold"
+        answer = service.post(calls.payload(getpid).body)
+        assert calls.decode(answer.content) == service.process.pid, "the instance must stay"
+    finally:
+        service.stop()
+
+
+def test_the_runtime_refuses_a_memory_limit_that_is_not_a_number(tmp_path: Path, calls: Payloads) -> None:
+    env = clean_environment(
+        tmp_path,
+        **calls.environment,
+        PORT=str(free_port()),
+        DASK_FAAS_LISTEN_HOST="127.0.0.1",
+        DASK_FAAS_HTTP_TOKEN=TOKEN,
+        DASK_FAAS_MEMORY_MB="1GB",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "function_runtime.knative"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert b"DASK_FAAS_MEMORY_MB must be a positive integer" in done.stderr, done.stderr
+
+
 def test_the_runtime_refuses_to_start_without_a_token(tmp_path: Path, calls: Payloads) -> None:
     env = clean_environment(
         tmp_path, **calls.environment, PORT=str(free_port()), DASK_FAAS_LISTEN_HOST="127.0.0.1"
@@ -546,6 +596,8 @@ def test_router_timeout_answers_504_and_restarts_the_instance(routed: Routed) ->
 
 
 def test_router_memory_limit_answers_502(routed: Routed) -> None:
+    """An instance that does not enforce its memory (deployed without DASK_FAAS_MEMORY_MB) is
+    OOMKilled past the container's limit."""
     answer = routed.post(routed.calls.payload(hog, 2 * ROUTER_MEMORY_MB).body)
     assert answer.status_code == 502, answer.text
     assert routed.emulator.log()[0]["outcome"] == "memory"

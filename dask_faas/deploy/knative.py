@@ -8,7 +8,9 @@
   ``DASK_FAAS_HTTP_TOKEN`` (``faas.knative.token``, or a fresh one, printed), storage credentials;
 - ``<service>.yaml``, the ``serving.knative.dev/v1`` ``Service``: image ``faas.knative.image``,
   ``containerConcurrency = faas.knative.instance-concurrency``, ``timeoutSeconds = faas.timeout-s``,
-  the memory limit ``faas.memory-mb``, the other variables inline and the secret ones by
+  the memory limit ``faas.memory-mb`` (also given to the runtime as ``DASK_FAAS_MEMORY_MB``: it
+  enforces it on itself, so that a call past it fails with a MemoryError naming the limit rather
+  than the container being OOMKilled), the other variables inline and the secret ones by
   ``secretKeyRef`` (no secret value is in this file), readiness and liveness probes on
   ``/health/readiness`` and ``/health/liveness`` (served by ``func_python``).
 
@@ -30,6 +32,7 @@ from typing import Any
 import yaml
 
 from .. import __version__, config
+from ..worker import MEMORY_ENV
 from . import Deployer, DeployError, Printer, is_secret, require
 
 __all__ = ["LABEL", "TOKEN_ENV", "KnativeDeployer", "secret_manifest", "service_manifest"]
@@ -119,7 +122,8 @@ class KnativeDeployer(Deployer):
         return f"Knative service {section.get('service-name') or 'dask-faas'!r}{where}"
 
     def manifests(self, environment: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(service, secret)`` for ``environment`` plus the bearer token and the thread count."""
+        """``(service, secret)`` for ``environment`` plus the bearer token, the thread count and
+        the memory limit (``DASK_FAAS_MEMORY_MB``)."""
         image = require(self.section, "image", "faas.knative.image")
         setting = "knative.instance-concurrency"  # named 'faas.knative.instance-concurrency' in errors
         concurrency = config.positive({setting: self.section.get("instance-concurrency", 1)}, setting, int)
@@ -135,7 +139,13 @@ class KnativeDeployer(Deployer):
                 "",
             ):
                 self.out(line)
-        full = {**environment, TOKEN_ENV: token, "DASK_FAAS_INSTANCE_CONCURRENCY": str(concurrency)}
+        memory_mb = config.positive(self.settings, "memory-mb", int)
+        full = {
+            **environment,
+            TOKEN_ENV: token,
+            "DASK_FAAS_INSTANCE_CONCURRENCY": str(concurrency),
+            MEMORY_ENV: str(memory_mb),  # the runtime enforces the container's memory on itself
+        }
         service = service_manifest(
             self.name,
             image,
@@ -143,7 +153,7 @@ class KnativeDeployer(Deployer):
             self.secret_name,
             instance_concurrency=concurrency,
             timeout_s=math.ceil(config.positive(self.settings, "timeout-s")),
-            memory_mb=config.positive(self.settings, "memory-mb", int),
+            memory_mb=memory_mb,
         )
         return service, secret_manifest(self.secret_name, full)
 

@@ -14,7 +14,10 @@ the token), round robin to an instance with a free slot; when every slot is take
 activator queues. Failures are answered as Knative answers them:
 
 - the instance dies mid-request (killed, crashed, or OOMKilled past ``--memory-mb``, sampled from
-  ``/proc`` every 20 ms over its process group) -> 502 with the reverse proxy's error text;
+  ``/proc`` every 20 ms over its process group) -> 502 with the reverse proxy's error text. A
+  deployed service also tells the runtime its memory (``DASK_FAAS_MEMORY_MB`` in ``ENV.json``, as
+  ``dask-faas runtime deploy`` writes it): the runtime then enforces it on itself and answers a call
+  past it with a FunctionMemoryError, so this kill remains for what the runtime does not count;
 - the request runs past ``--timeout-s`` (the revision's ``timeoutSeconds``) -> 504
   ``activator request timeout``, and the instance is killed;
 
