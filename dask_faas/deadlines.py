@@ -257,20 +257,26 @@ class Stragglers:
             if siblings.armed:
                 self._arm(run, siblings)
 
-    def stopped(self, run: Any) -> float | None:
-        """``run`` ended, or is held back (throttled); how long since it was sent, if it was."""
+    def stopped(self, run: Any) -> None:
+        """``run`` ended, or is held back (throttled)."""
         with self._lock:
-            sent = self._sent.pop(run, None)
+            self._sent.pop(run, None)
             siblings = self._groups.get(run.group)
             if siblings is not None:
                 siblings.running.discard(run)
             number = self._watches.pop(run, None)
         self._deadlines.discard(number)
-        return None if sent is None else time.monotonic() - sent
 
     def finished(self, run: Any, seconds: float | None) -> None:
-        """``run`` answered with the result of its call ``seconds`` after its send (see
-        :meth:`stopped`): it counts for its siblings' median."""
+        """``run`` answered with the result of its call, which took the function ``seconds``: it
+        counts for its siblings' median.
+
+        The median is of the functions' own durations (a platform's queue and cold starts are no
+        part of a call's work), compared with the time a running call has had since its send (the
+        client cannot tell when a platform started it): a call that waits long in a platform's
+        queue can be taken for a straggler, one reason why backups are capped at a share of the
+        calls.
+        """
         with self._lock:
             siblings = self._groups.get(run.group)
             if siblings is None:
@@ -307,5 +313,6 @@ class Stragglers:
         after = siblings.straggler_after_s(self.rule)
         if after is None or run in self._watches:
             return
-        left = max(0.0, self._sent[run] + after - time.monotonic())
+        # past due is kept negative: the heap then takes the longest-running straggler first
+        left = self._sent[run] + after - time.monotonic()
         self._watches[run] = self._deadlines.add(run, left, self._on_straggler)

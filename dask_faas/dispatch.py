@@ -83,8 +83,6 @@ class _Call:
     #: The deadline watcher's numbers for this run: its answer deadline and its start deadline.
     watch: int | None = None
     start_watch: int | None = None
-    #: How long this run took from its latest send to its outcome (with backups on).
-    ran_s: float | None = None
     #: This run is the backup of its attempt.
     backup: bool = False
     #: The runs of this attempt, once it was backed up (shared by the original and the backup).
@@ -408,7 +406,7 @@ class Dispatcher:
         self._deadlines.discard(call.watch)
         self._deadlines.discard(call.start_watch)
         if self._stragglers is not None:
-            call.ran_s = self._stragglers.stopped(call)
+            self._stragglers.stopped(call)
         return True
 
     def _expire(self, call: _Call) -> None:
@@ -463,7 +461,9 @@ class Dispatcher:
             self._fail(call, exc)
             return
         if self._stragglers is not None:
-            self._stragglers.finished(call, call.ran_s)
+            # the function's own time: a platform's queue and cold start are not the call's work
+            seconds = reply.stats.get("seconds")
+            self._stragglers.finished(call, seconds if isinstance(seconds, int | float) else None)
         # arguments go before the future settles: a waiter that wakes finds nothing of the call left
         self._release_args(call)
         try:
