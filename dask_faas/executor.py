@@ -124,6 +124,7 @@ class FaasExecutor(cf.Executor):
         self._progress = bool(s["progress"])
         backend_cls: type[ComputeBackend] = compute_registry.load(s["backend"])
         _check_limits(backend_cls, options)
+        backups = BackupRule() if _backups(s, backend_cls) else None
         # what does not fit in the platform's payloads goes through storage
         inline_limit = min(_non_negative_int(s, "inline-limit"), backend_cls.inline_capacity())
         if backend_cls.deployed_beforehand and not s["signing-key"]:
@@ -143,7 +144,6 @@ class FaasExecutor(cf.Executor):
         backend_obj = backend_cls.from_settings(environment, s)
         self._job = job = Job(storage_obj, key, s["prefix"], _ship_modules(s, backend_cls))
         start_deadline = config.positive(s, "start-deadline-s")
-        backups = BackupRule() if _backups(s, backend_cls) else None
         self._calls = calls = Dispatcher(
             backend_obj, job, key, inline_limit, options, start_deadline, backups
         )

@@ -12,7 +12,7 @@ import pytest
 from conftest import child_pids
 
 from dask_faas import ConfigError, FaasExecutor
-from dask_faas.config import resolve
+from dask_faas.config import exception_types, resolve
 
 
 def test_defaults_ship_under_the_faas_key():
@@ -51,6 +51,10 @@ def test_environment_variables_override_defaults():
         ({"workers": 0}, "faas.workers"),
         ({"storage": "s3"}, "faas.s3.bucket"),
         ({"storage": "memory"}, "faas.storage"),
+        ({"retry_on": "NoSuchError"}, "faas.retry-on"),
+        ({"retry_on": ["ValueError", "json.NoSuchError"]}, "faas.retry-on"),
+        ({"retry_on": (ValueError, int)}, "faas.retry-on"),
+        ({"backups": "sometimes"}, "faas.backups"),
     ],
 )
 def test_a_wrong_setting_fails_before_any_invocation_naming_it(settings, named, storage_root):
@@ -97,3 +101,14 @@ def test_settings_entered_before_the_first_import_do_not_erase_the_defaults():
         "assert c.resolve()['timeout-s'] == 300 and c.resolve()['s3']['bucket'] is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_retry_on_takes_exception_types_or_their_names():
+    assert exception_types({"retry-on": None}, "retry-on") is None
+    assert exception_types({"retry-on": KeyError}, "retry-on") == (KeyError,)
+    named = exception_types({"retry-on": ["ValueError", "json.JSONDecodeError", OSError]}, "retry-on")
+    assert named == (ValueError, json.JSONDecodeError, OSError)
+    with dask.config.set({"faas.retry-on": ["TimeoutError"]}):
+        assert exception_types(resolve(), "retry-on") == (TimeoutError,)
+    # backups: "auto" by default (on for platforms deployed beforehand: tests/test_faults_retries.py)
+    assert resolve()["backups"] == "auto"
