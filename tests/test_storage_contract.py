@@ -559,14 +559,29 @@ class TestS3Storage(StorageContract):
 
     def test_read_settings_travel_in_the_locator(self, storage) -> None:
         tuned = S3Storage(
-            storage.bucket, endpoint_url=storage.endpoint_url, read_timeout=2.5, read_after_write_s=3
+            storage.bucket,
+            endpoint_url=storage.endpoint_url,
+            read_timeout=2.5,
+            read_after_write_s=3,
+            retry_mode="adaptive",
         )
         locator = tuned.locator()
         assert locator["read_timeout"] == 2.5 and locator["read_after_write_s"] == 3.0
         rebuilt = S3Storage.from_locator(locator)
-        assert (rebuilt.read_timeout, rebuilt.read_after_write_s) == (2.5, 3.0)
+        assert (rebuilt.read_timeout, rebuilt.read_after_write_s, rebuilt.retry_mode) == (
+            2.5,
+            3.0,
+            "adaptive",
+        )
+        assert rebuilt.client.meta.config.retries["mode"] == "adaptive"
+        assert rebuilt.get("nope", 0, 0) == b""  # a working client
+        with pytest.raises(ConfigError, match=r"faas\.s3\.retry-mode"):
+            S3Storage(storage.bucket, retry_mode="legacy")
         assert "read_timeout" not in storage.locator()  # unset: botocore's default, not in the locator
-        assert s3_options({"read-timeout": 4}) == {"read_timeout": 4}
+        assert s3_options({"read-timeout": 4, "retry-mode": "adaptive"}) == {
+            "read_timeout": 4,
+            "retry_mode": "adaptive",
+        }
         with pytest.raises(ConfigError, match=r"faas\.s3\.read-timeout"):
             S3Storage(storage.bucket, read_timeout=0)
         for made in (tuned, rebuilt):

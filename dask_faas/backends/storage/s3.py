@@ -5,16 +5,16 @@ boto3's usual chain (environment, profile, platform identity); they are never pa
 :meth:`~S3Storage.locator`, which is what functions receive: a function gets them from its own
 environment, such as the variables of :meth:`~S3Storage.deployment_environment` (its deployment).
 
-Faults. Requests are retried by botocore's ``standard`` retry mode (8 attempts, exponential
-backoff with jitter) on 5xx answers, throttling, connection resets and read timeouts before an
-answer. On top of that, reads check what they receive (:meth:`S3Storage.get`), and every answer
-whose body breaks off, stalls past ``read_timeout`` or is shorter than its ``Content-Length`` or
-``Content-Range`` is requested again (:data:`READ_ATTEMPTS` in all, with backoff), never returned
-short. A GET of a key that is not there (yet) is repeated for ``read_after_write_s`` seconds, as an
-eventually consistent service may lag behind a write. A read of a known version
-(``version=``, the ETag a listing or HEAD gave) is sent with ``If-Match`` and its answer's ETag
-checked, so a stale replica's older bytes are never used: it is read again, and an object that was
-really overwritten fails naming it. What outlasts its retries raises
+Faults. Requests are retried by botocore's ``standard`` retry mode (or ``adaptive``, setting
+``faas.s3.retry-mode``; 8 attempts, exponential backoff with jitter) on 5xx answers, throttling,
+connection resets and read timeouts before an answer. On top of that, reads check what they receive
+(:meth:`S3Storage.get`), and every answer whose body breaks off, stalls past ``read_timeout`` or is
+shorter than its ``Content-Length`` or ``Content-Range`` is requested again (:data:`READ_ATTEMPTS`
+in all, with backoff), never returned short. A GET of a key that is not there (yet) is repeated for
+``read_after_write_s`` seconds, as an eventually consistent service may lag behind a write. A read
+of a known version (``version=``, the ETag a listing or HEAD gave) is sent with ``If-Match`` and its
+answer's ETag checked, so a stale replica's older bytes are never used: it is read again, and an
+object that was really overwritten fails naming it. What outlasts its retries raises
 :class:`~dask_faas.exceptions.StorageError` naming ``s3://bucket/key``, the cause, the HTTP status
 and the attempts.
 """
@@ -108,6 +108,10 @@ class S3Storage(Storage):
     read_after_write_s : float
         Seconds for which a GET of a missing key is repeated before ``FileNotFoundError``, for
         services whose reads may lag behind writes (:data:`READ_AFTER_WRITE_S`).
+    retry_mode : str
+        botocore's retry mode (setting ``faas.s3.retry-mode``): ``"standard"`` (8 attempts,
+        exponential backoff with jitter) or ``"adaptive"`` (the same, plus a client-side rate
+        limit that slows down while the service answers throttling errors).
     """
 
     name = "s3"
@@ -127,6 +131,7 @@ class S3Storage(Storage):
         max_pool_connections: int = 64,
         read_timeout: float | None = None,
         read_after_write_s: float = READ_AFTER_WRITE_S,
+        retry_mode: str = "standard",
     ) -> None:
         if not bucket:
             raise ConfigError("no S3 bucket given: set faas.s3.bucket")
@@ -134,17 +139,20 @@ class S3Storage(Storage):
             raise ConfigError(
                 f"faas.s3.read-timeout must be a positive number of seconds, got {read_timeout!r}"
             )
+        if retry_mode not in ("standard", "adaptive"):
+            raise ConfigError(f"faas.s3.retry-mode must be 'standard' or 'adaptive', got {retry_mode!r}")
         if not read_after_write_s >= 0:
             raise ConfigError(f"read_after_write_s must be >= 0 seconds, got {read_after_write_s!r}")
         self.bucket = bucket
         self.read_timeout = None if read_timeout is None else float(read_timeout)
         self.read_after_write_s = float(read_after_write_s)
+        self.retry_mode = retry_mode
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self._credentials = {"key": key, "secret": secret, "token": token}
         self._client_kwargs = dict(client_kwargs or {})
         self._max_pool_connections = max_pool_connections
-        self._client = self._make_client(retries={"max_attempts": 8, "mode": "standard"})
+        self._client = self._make_client(retries={"max_attempts": 8, "mode": retry_mode})
 
     @property
     def location(self) -> str:
@@ -471,8 +479,8 @@ class S3Storage(Storage):
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
 
     def locator(self) -> dict[str, Any]:
-        """``backend``, ``bucket``, ``endpoint_url`` and ``region_name`` (and ``read_timeout`` and
-        ``read_after_write_s`` when set): never a credential."""
+        """``backend``, ``bucket``, ``endpoint_url`` and ``region_name`` (and ``read_timeout``,
+        ``read_after_write_s`` and ``retry_mode`` when not the defaults): never a credential."""
         locator: dict[str, Any] = {
             "backend": "s3",
             "bucket": self.bucket,
@@ -483,6 +491,8 @@ class S3Storage(Storage):
             locator["read_timeout"] = self.read_timeout
         if self.read_after_write_s != READ_AFTER_WRITE_S:
             locator["read_after_write_s"] = self.read_after_write_s
+        if self.retry_mode != "standard":
+            locator["retry_mode"] = self.retry_mode
         return locator
 
     def deployment_environment(self) -> dict[str, str]:

@@ -9,7 +9,8 @@ S3-compatible protocol), ``file:///dir/key`` and bare local paths (no bucket). R
 S3 options are named as in s3fs's ``storage_options``: ``key``, ``secret``, ``token``,
 ``endpoint_url``, ``region_name`` and ``client_kwargs``; the ``faas.s3`` settings spell them
 ``key``, ``secret``, ``token``, ``endpoint-url`` and ``region-name`` (plus ``bucket``, and
-``read-timeout``: seconds to wait for the next bytes of an answer before the read is retried).
+``read-timeout``: seconds to wait for the next bytes of an answer before the read is retried, and
+``retry-mode``: botocore's ``standard`` or ``adaptive``).
 
 boto3 is imported only when an S3 storage is built.
 """
@@ -36,6 +37,7 @@ S3_SETTINGS = {
     "secret": "secret",
     "token": "token",
     "read-timeout": "read_timeout",
+    "retry-mode": "retry_mode",
 }
 
 
