@@ -1,4 +1,5 @@
-"""Every wait has a deadline: a response the platform loses fails (or retries) the call, naming it.
+"""Every wait has a deadline: a response the platform loses fails (or retries) the call, naming it;
+and the straggler rule of speculative backups (a deadline relative to a call's siblings).
 
 The platform here is the real local pool behind a test-side wrapper that swallows the response of
 chosen invocations, as a remote platform may lose one: the function ran, its answer never arrives.
@@ -16,6 +17,7 @@ import pytest
 from dask_faas import FunctionTimeoutError
 from dask_faas.backends.compute import registry as compute_registry
 from dask_faas.backends.compute.local import LocalBackend
+from dask_faas.deadlines import BackupRule, Deadlines, Stragglers
 from dask_faas.dispatch import deadline_grace_s
 
 
@@ -86,3 +88,79 @@ def test_shutdown_waits_with_a_deadline_for_a_lost_call(make_executor, losing_ba
     future = ex.submit(inc, 1)
     ex.shutdown(wait=True)  # returns: the lost call fails at its deadline
     assert isinstance(future.exception(timeout=0), FunctionTimeoutError)
+
+
+# -- the straggler rule ---------------------------------------------------------------------------
+
+
+class Run:
+    """A run as :class:`Stragglers` sees one: its group and a description."""
+
+    def __init__(self, group: str, name: str) -> None:
+        self.group, self.name = group, name
+
+    def describe(self) -> str:
+        return self.name
+
+
+def test_backup_rule_caps_backups_at_a_share_of_the_calls():
+    rule = BackupRule()
+    assert (rule.min_siblings, rule.min_done, rule.slowdown) == (10, 0.5, 3.0)  # cubed's rule
+    assert [rule.most_backups(n) for n in (1, 10, 19, 20, 1000)] == [1, 1, 1, 2, 100]
+
+
+def test_stragglers_are_called_once_half_the_group_finished_longest_running_first():
+    deadlines = Deadlines()
+    called: list[tuple[Run, float | None]] = []
+    done = threading.Event()
+
+    def on_straggler(run: Run) -> None:
+        called.append((run, stragglers.take(run)))
+        if len(called) == 5:
+            done.set()
+
+    stragglers = Stragglers(BackupRule(min_s=0.2), deadlines, on_straggler)
+    try:
+        runs = [Run("g", f"run {i}") for i in range(10)]
+        for run in runs:
+            stragglers.join("g")
+            stragglers.sent(run)
+        for run in runs[:4]:
+            stragglers.stopped(run)
+            stragglers.finished(run, 0.01)
+        # 4 of 10 finished: not yet half, so no run is a straggler, however long it runs
+        time.sleep(0.3)
+        assert stragglers.take(runs[5]) is None and not called
+        stragglers.stopped(runs[4])
+        stragglers.finished(runs[4], 0.01)
+        assert done.wait(30), f"the 5 running calls did not reach their straggler deadline: {called}"
+        # one backup for a group of 10 (a tenth, at least one): the longest-running run gets it
+        assert [run for run, ran in called if ran is not None] == [runs[5]], called
+        assert called[0][0] is runs[5] and called[0][1] >= 0.2
+    finally:
+        deadlines.close()
+
+
+def test_a_group_under_min_siblings_has_no_stragglers_and_leaves_when_done():
+    deadlines = Deadlines()
+    stragglers = Stragglers(BackupRule(min_s=0.0), deadlines, lambda run: None)
+    try:
+        runs = [Run("small", f"run {i}") for i in range(9)]
+        for run in runs:
+            stragglers.join("small")
+            stragglers.sent(run)
+        for run in runs[:8]:
+            stragglers.stopped(run)
+            stragglers.finished(run, 0.001)
+        time.sleep(0.05)
+        assert stragglers.take(runs[8]) is None, "9 calls are fewer than min_siblings=10"
+        stragglers.join("small")  # a tenth call: the group qualifies (8 of 10 finished)
+        late = Run("small", "run 9")
+        stragglers.sent(late)
+        time.sleep(0.05)
+        assert stragglers.take(runs[8]) is not None
+        for _ in range(10):
+            stragglers.leave("small")
+        assert stragglers.take(late) is None, "a group whose calls are all done is forgotten"
+    finally:
+        deadlines.close()
