@@ -37,6 +37,7 @@ import time
 import types
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -166,7 +167,8 @@ class Runtime:
         token = None
         mark: _StartMark | None = None
         fn: Any = None
-        limit_mb = memory_mb if memory_mb is not None else self.memory_mb
+        limits = [mb for mb in (memory_mb, self.memory_mb) if mb is not None]
+        limit_mb = min(limits) if limits else None  # the one a MemoryError is reported against
         # warnings pass this process's filters (catch_warnings starts their "once per location"
         # memory afresh), are kept once per location, and are issued again on the client
         caught = serialize.WarningRecorder()
@@ -322,13 +324,22 @@ INSTANCE_RESERVE = 1 / 8
 _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
-def container_memory_mb(environ: Any = None) -> int | None:
+def container_memory_mb(environ: Mapping[str, str] | None = None) -> int | None:
     """The memory of this function instance in MiB, or None where it is not known.
 
     ``DASK_FAAS_MEMORY_MB`` when set (``dask-faas runtime deploy`` writes it for Knative from the
     Service's memory limit), else the limit of the container's cgroup when one is readable
     (``memory.max`` of cgroup v2, ``memory.limit_in_bytes`` of v1; "max" or a v1 value of
     2**60 or more is no limit).
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default: this process's).
+
+    Returns
+    -------
+    int or None
 
     Raises
     ------
@@ -396,7 +407,14 @@ class MemoryLimit:
         self._previous: tuple[int, int] | None = None
 
     def apply(self) -> bool:
-        """Set the limit; return False where this system cannot tell the process's data size."""
+        """Set the limit (never above one already in force).
+
+        Returns
+        -------
+        bool
+            False where this system cannot tell the process's data size (no ``/proc``): then
+            nothing is set and the platform's own limit is the only one.
+        """
         data = _status_bytes("VmData")
         if data is None:
             return False

@@ -169,6 +169,25 @@ def test_row5_a_graph_task_past_the_memory_limit_is_named_with_the_limit(
         assert dask.compute(fine, scheduler=ex) == (42,), "the next compute must run"
 
 
+def allocate_and_free(megabytes: int) -> str:
+    """Allocate ``megabytes`` and let go of them at once: too short for a sampler to see."""
+    del bytearray(megabytes * 2**20)[:]
+    return "escaped the limit"
+
+
+@pytest.mark.parametrize("where", ["local", pytest.param("knative", marks=pytest.mark.slow)])
+def test_row5_an_allocation_past_the_limit_freed_at_once_fails_too(
+    where: str, limited: Callable[[str], tuple[FaasExecutor, int]]
+) -> None:
+    """Where the function process enforces the limit itself, no allocation slips between two
+    samples of its memory."""
+    with bounded():
+        ex, limit = limited(where)
+        with pytest.raises(FunctionMemoryError, match=rf"of allocate_and_free .*memory_mb={limit}"):
+            ex.submit(allocate_and_free, 4 * limit).result(timeout=60)
+        assert ex.submit(double, 6).result(timeout=60) == 12
+
+
 def test_row5_a_memory_error_of_the_users_own_under_the_limit_names_the_limit_too(
     limited: Callable[[str], tuple[FaasExecutor, int]],
 ) -> None:
