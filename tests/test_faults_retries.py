@@ -109,6 +109,26 @@ def straggle(
     return bytes([x]) * 4096
 
 
+def straggle_storing(markers: str, x: int) -> Any:
+    """As the graph engine's tasks do: write an object named with the run's tag and return its
+    reference. The first run of item 0 takes 10 s, every other run 0.3 s."""
+    from dask_faas import worker
+
+    first = False
+    if x == 0:
+        try:
+            os.close(os.open(os.path.join(markers, "straggler-0"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            first = True
+        except FileExistsError:
+            pass
+    time.sleep(10.0 if first else 0.3)
+    context = worker.current()
+    ref = context.store.put(f"side/{x}.{context.tag}", bytes([x]) * 100)
+    if first:
+        Path(markers, "finished-0").touch()
+    return ref
+
+
 # -- row 2: the first two attempts fail, retries=2 -------------------------------------------------
 
 
@@ -366,3 +386,20 @@ def test_row21_backups_are_bounded_to_a_share_of_the_calls(make_executor, tmp_pa
         # three stragglers among 12 calls, and a tenth of 12 (at least one) backed up
         assert ex.stats["backups"] == 1, ex.stats
         assert ex.stats["invocations"] == ITEMS + 1, ex.stats
+
+
+def test_row21_what_the_losing_run_stored_under_its_tag_is_deleted(make_executor, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with bounded():
+        ex = make_executor(workers=3, backups=True)
+        refs = list(ex.map(straggle_storing, [str(markers)] * ITEMS, range(ITEMS)))
+        assert not (markers / "finished-0").exists() and ex.stats["backups_won"] == 1, ex.stats
+
+        def stored(x: int) -> list[str]:
+            return [key for key, _ in ex.storage.list(f"{ex.job_prefix}/side/{x}.")]
+
+        assert [stored(x) for x in range(ITEMS)] == [[ref.key] for ref in refs]
+        # the straggler ends and stores its object; its answer comes and the object is deleted
+        wait_until((markers / "finished-0").exists, 60, "the straggler did not end")
+        wait_until(lambda: stored(0) == [refs[0].key], 60, f"the losing run's object is left: {stored(0)}")
