@@ -133,7 +133,7 @@ def test_row11_read_timeouts_resets_and_truncated_bodies_are_retried_and_the_res
     expected = pd.concat([pd.read_csv(io.BytesIO(data)) for data in parts], ignore_index=True)
     with bounded():
         ex = on_s3()
-        proxy.truncate_ratio, proxy.reset_ratio, proxy.stall_ratio = 0.25, 0.1, 0.03
+        proxy.truncate_ratio, proxy.reset_ratio, proxy.stall_ratio = 0.15, 0.05, 0.02
         for blocksize in (None, 5000):  # whole objects (a short body would lose rows) and ranges
             df = dask_faas.read_csv(f"s3://{s3_bucket}/in/data-*.csv", blocksize=blocksize)
             got = df.compute(scheduler=ex)

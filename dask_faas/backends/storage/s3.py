@@ -47,7 +47,7 @@ __all__ = ["CHECK_ATTEMPTS", "READ_AFTER_WRITE_S", "READ_ATTEMPTS", "S3Storage"]
 CHECK_ATTEMPTS = 8
 #: Attempts of a read whose body broke off, stalled, came short or came from another version
 #: (each on top of botocore's own retries of the request).
-READ_ATTEMPTS = 6
+READ_ATTEMPTS = 8
 #: Seconds for which a GET of a missing key is repeated (by default).
 READ_AFTER_WRITE_S = 1.0
 _BACKOFF_S, _BACKOFF_CAP_S = 0.05, 1.0
@@ -60,15 +60,17 @@ _ENV_NAMES = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY"}
 _ENV_NAMES["token"] = "AWS_SESSION_TOKEN"
 _MISSING_KEY = {"NoSuchKey", "NotFound", "404"}
 _UNREACHABLE = (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ProxyConnectionError)
-#: A body that broke off, stalled or came short (botocore wraps some, others pass as urllib3's).
-_STREAM_ERRORS = (
+#: A body that broke off, stalled or came short after the answer's headers: botocore does not retry
+#: these (a streaming body's are wrapped by botocore, a parsed answer's pass as urllib3's).
+_BODY_ERRORS = (
     bce.ResponseStreamingError,
     bce.IncompleteReadError,
     bce.ReadTimeoutError,
-    bce.ConnectionClosedError,
     urllib3.exceptions.ProtocolError,
     urllib3.exceptions.ReadTimeoutError,
 )
+#: No answer, or a broken one: what botocore retries before the headers, and the body errors.
+_BROKEN = (*_BODY_ERRORS, bce.ConnectionClosedError)
 
 _loader_lock = threading.Lock()
 _loader: list[Any] = []
@@ -204,7 +206,7 @@ class S3Storage(Storage):
         """
         try:
             yield
-        except (bce.BotoCoreError, bce.ClientError, *_STREAM_ERRORS) as err:
+        except (bce.BotoCoreError, bce.ClientError, *_BROKEN) as err:
             mapped = self._builtin(err, key)
             if mapped is None:
                 raise
@@ -214,7 +216,7 @@ class S3Storage(Storage):
         where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
         if isinstance(err, _UNREACHABLE):
             return ConnectionError(f"cannot reach {where} ({err}); check faas.s3.endpoint-url")
-        if isinstance(err, _STREAM_ERRORS):  # no answer, or one that broke off, past the retries
+        if isinstance(err, _BROKEN):  # no answer, or one that broke off, past the retries
             return StorageError(
                 f"S3 request on {where} got no complete answer (no HTTP status: "
                 f"{type(err).__name__}: {err}) after its retries"
@@ -293,13 +295,8 @@ class S3Storage(Storage):
                 tries += 1
                 status: Any = "?"
                 changed = False
-                try:
+                try:  # no answer after botocore's retries (a ConnectionClosedError, ...) raises
                     response = self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
-                    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-                    with response["Body"] as body:
-                        data = body.read()
-                except _STREAM_ERRORS as err:
-                    problem = f"the answer broke off or stalled ({type(err).__name__}: {err})"
                 except bce.ClientError as err:
                     code = _code(err)
                     if code == "InvalidRange":
@@ -312,13 +309,19 @@ class S3Storage(Storage):
                     status, changed = 412, True
                     problem = f"it is no longer version {version} (412 PreconditionFailed)"
                 else:
-                    problem = _short(response, data, first, end)
-                    if problem is None and (problem := _other_version(response, version)):
-                        changed = True
-                    if problem is None:
-                        if ranged and "ContentRange" not in response:  # the server ignored the range
-                            data = data[start:end]
-                        return data
+                    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+                    try:
+                        data = _body(response)
+                    except _BODY_ERRORS as err:
+                        problem = f"the answer broke off or stalled ({type(err).__name__}: {err})"
+                    else:
+                        problem = _short(response, data, first, end)
+                        if problem is None and (problem := _other_version(response, version)):
+                            changed = True
+                        if problem is None:
+                            if ranged and "ContentRange" not in response:  # the server ignored the range
+                                data = data[start:end]
+                            return data
                 failures += 1
                 if failures < READ_ATTEMPTS:
                     _backoff(tries)
@@ -375,7 +378,7 @@ class S3Storage(Storage):
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 return request()
-            except _STREAM_ERRORS:
+            except _BODY_ERRORS:
                 if attempt == READ_ATTEMPTS:
                     raise
             _backoff(attempt)
@@ -469,7 +472,7 @@ class S3Storage(Storage):
             try:
                 client.head_bucket(Bucket=self.bucket)
                 return
-            except _STREAM_ERRORS:
+            except _BROKEN:  # the check's client does not retry
                 if attempt == CHECK_ATTEMPTS - 1:
                     raise
             except bce.ClientError as err:
@@ -502,6 +505,12 @@ class S3Storage(Storage):
     def close(self) -> None:
         """Close the HTTP connections of the client."""
         self._client.close()
+
+
+def _body(response: dict[str, Any]) -> bytes:
+    """The whole body of a GetObject answer (read after botocore's retries are over)."""
+    with response["Body"] as body:
+        return bytes(body.read())
 
 
 def _backoff(attempt: int) -> None:
