@@ -24,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import boto3
@@ -71,6 +72,8 @@ _BODY_ERRORS = (
 )
 #: No answer, or a broken one: what botocore retries before the headers, and the body errors.
 _BROKEN = (*_BODY_ERRORS, bce.ConnectionClosedError)
+
+logger = logging.getLogger("dask_faas.storage")
 
 _loader_lock = threading.Lock()
 _loader: list[Any] = []
@@ -372,7 +375,7 @@ class S3Storage(Storage):
             if not page.get("IsTruncated") or not token:
                 return
 
-    def _again(self, request: Any) -> Any:
+    def _again(self, request: Callable[[], Any]) -> Any:
         """``request()``, sent again while its answer breaks off (:data:`READ_ATTEMPTS` in all):
         botocore retries what fails before an answer, not a body that breaks off mid-way."""
         for attempt in range(1, READ_ATTEMPTS + 1):
@@ -406,8 +409,22 @@ class S3Storage(Storage):
 
     def abort_uploads(self, prefix: str) -> int:
         """Abort every multipart upload open under ``prefix`` (an interrupted large write: its parts
-        are stored, and billed, until aborted); return how many there were."""
-        uploads = self._uploads(prefix)
+        are stored, and billed, until aborted); return how many there were.
+
+        Credentials that may not list the uploads (no ``s3:ListBucketMultipartUploads``) abort
+        none: a warning names the permission, and the caller's deletion goes on.
+        """
+        try:
+            uploads = self._uploads(prefix)
+        except PermissionError as err:
+            logger.warning(
+                "cannot list the multipart uploads under s3://%s/%s (%s): uploads left open there are "
+                "not aborted; allow s3:ListBucketMultipartUploads on the bucket",
+                self.bucket,
+                prefix,
+                err.strerror or err,
+            )
+            return 0
         for key, upload_id in uploads:
             with self._errors(key):
                 try:
