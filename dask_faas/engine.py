@@ -280,8 +280,12 @@ class GraphRun:
         return [(key, value)]
 
     def _load_all(self, refs: dict[Hashable, Any]) -> dict[Hashable, Any]:
-        """The values behind ``refs``, stored ones read in parallel."""
-        with cf.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="dask-faas-fetch") as pool:
+        """The values behind ``refs``, stored ones read in parallel (threads only for two or more)."""
+        stored = [key for key, value in refs.items() if isinstance(value, Ref)]
+        if len(stored) < 2:
+            return {key: load(value, self.session.store) for key, value in refs.items()}
+        threads = min(FETCH_THREADS, len(stored))
+        with cf.ThreadPoolExecutor(threads, thread_name_prefix="dask-faas-fetch") as pool:
             values = pool.map(lambda v: load(v, self.session.store), refs.values())
             return dict(zip(refs, values, strict=True))
 
