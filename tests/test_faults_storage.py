@@ -224,6 +224,34 @@ def test_row12_a_stale_read_of_an_overwritten_input_is_read_again_and_the_old_by
     assert faults["preconditions"] == 3 and faults["stale"] == 0, faults  # refused, never used
 
 
+def chunk_text(obj: Any) -> bytes:
+    return obj.data_stream.read()
+
+
+def test_row12_a_lithops_style_map_over_an_overwritten_object_reads_only_the_new_version(
+    proxy: CountingProxy, on_s3: Callable[..., FaasExecutor], s3_bucket: str
+) -> None:
+    import dask_faas.compat as lithops
+
+    old, new = table(3000, ("a", "b"), seed=1), table(3000, ("x", "y"), seed=2)
+    writer = proxied(proxy, s3_bucket)
+    try:
+        writer.put("in/lines.csv", old)
+        proxy.stale_reads = 4  # no header sample here: the functions' own ranged reads meet them
+        writer.put("in/lines.csv", new)
+        proxy.stale_reads = 0
+    finally:
+        writer.close()
+    with bounded():
+        ex = on_s3()
+        fexec = lithops.FunctionExecutor(executor=ex)
+        futures = fexec.map(chunk_text, f"s3://{s3_bucket}/in/lines.csv", obj_chunk_size=6000)
+        chunks = fexec.get_result(futures)
+    assert len(chunks) > 4 and b"".join(chunks) == new
+    faults = proxy.faults()
+    assert faults["preconditions"] == 4 and faults["stale"] == 0, faults
+
+
 def test_row12_an_input_overwritten_between_planning_and_reading_fails_naming_it(
     proxy: CountingProxy, on_s3: Callable[..., FaasExecutor], s3_bucket: str, direct: Any
 ) -> None:

@@ -27,8 +27,18 @@ __all__ = ["S3_OPTIONS", "S3_SCHEMES", "S3_SETTINGS", "s3_options", "s3_storage"
 
 #: URL schemes of S3-compatible storage.
 S3_SCHEMES = ("s3", "s3a", "cos")
-#: The s3fs-style ``storage_options`` that :func:`s3_storage` takes.
-S3_OPTIONS = ("key", "secret", "token", "endpoint_url", "region_name", "client_kwargs")
+#: The s3fs-style ``storage_options`` that :func:`s3_storage` takes (``read_timeout`` and
+#: ``retry_mode`` are dask-faas's own: those of :class:`~dask_faas.backends.storage.s3.S3Storage`).
+S3_OPTIONS = (
+    "key",
+    "secret",
+    "token",
+    "endpoint_url",
+    "region_name",
+    "client_kwargs",
+    "read_timeout",
+    "retry_mode",
+)
 #: ``faas.s3`` settings -> :class:`~dask_faas.backends.storage.s3.S3Storage` keywords.
 S3_SETTINGS = {
     "endpoint-url": "endpoint_url",
