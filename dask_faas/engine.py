@@ -365,8 +365,8 @@ class GraphRun:
         for future in list(self._in_flight):
             future.cancel()
             future.add_done_callback(self._delete_outputs)
-        if self._assembler is not None:
-            self._assembler.shutdown(wait=True)
+        if self._assembler is not None:  # one still running (after an error) ends by itself
+            self._assembler.shutdown(wait=False, cancel_futures=True)
         self._deleter.close()
         kept = [v for v in self.cache.values() if isinstance(v, Ref)] if self.keep else []
         self.session.store.delete_under(self.name, keep=kept)
