@@ -374,9 +374,7 @@ class CountingProxy:
     ) -> None:
         head = handler.command == "HEAD"
         try:
-            self._head(
-                handler, status, reason, headers, length or ("0" if head else str(len(data)))
-            )
+            self._head(handler, status, reason, headers, length or ("0" if head else str(len(data))))
             if not head:
                 handler.wfile.write(data)
         except OSError:
