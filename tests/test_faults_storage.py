@@ -347,6 +347,17 @@ def test_row13_refused_credentials_fail_before_any_invocation_naming_the_setting
             dask.compute(dask_faas.read_csv(url, storage_options=_options(wrong)), scheduler=ex)
         assert url in str(refused.value) and "not-the-secret" not in str(refused.value)
         assert ex.stats["invocations"] == 0
+    auth = boto3.session.Session().client(
+        "s3",
+        endpoint_url=s3_endpoint_auth.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=s3_endpoint_auth.key,
+        aws_secret_access_key=s3_endpoint_auth.secret,
+    )
+    try:
+        assert not auth.list_multipart_uploads(Bucket=s3_endpoint_auth.bucket).get("Uploads")
+    finally:
+        auth.close()
 
 
 def _options(settings: dict[str, Any]) -> dict[str, Any]:
