@@ -44,7 +44,8 @@ class ComputeReport:
     tasks : int
         Tasks in the graph dask handed over.
     executed : int
-        Tasks run inside functions, after fusion and local alias resolution.
+        Tasks run inside functions, after fusion and local alias resolution (assemblies on the
+        client not included).
     invocations : int
         Function invocations, retries included.
     bytes_received : int

@@ -177,6 +177,9 @@ def test_each_collection_of_a_compute_is_assembled_on_the_client(executor: FaasE
     [
         pytest.param(lambda: dask.delayed(os.getpid)(), id="delayed"),
         pytest.param(
+            lambda: dask.delayed(os.getpid)(dask_key_name="finalize-mine"), id="delayed-named-finalize"
+        ),
+        pytest.param(
             lambda: da.arange(10, chunks=5).map_blocks(lambda b: b * 0 + os.getpid()).sum(), id="array-sum"
         ),
         pytest.param(lambda: db.range(10, npartitions=5).map(lambda _: os.getpid()).max(), id="bag-max"),
