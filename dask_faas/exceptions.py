@@ -8,13 +8,15 @@ Every error is also a builtin, so ``except TimeoutError`` or ``except ValueError
      ├── PayloadTooLargeError(FaasError, ValueError)    a payload exceeds the platform's limit
      ├── IntegrityError(FaasError, PermissionError)     a payload or stored object failed its signature
      ├── ProtocolError(FaasError, RuntimeError)         client and function speak different versions
+     ├── StorageError(FaasError, OSError)               storage kept failing a request, or an object
+     │                                                  was written again after it was listed
      └── InvocationError(FaasError, RuntimeError)       the platform could not run a call to its end
           ├── FunctionTimeoutError(InvocationError, TimeoutError)   over ``timeout_s``
           ├── FunctionMemoryError(InvocationError, MemoryError)     over ``memory_mb``
           └── WorkerDiedError(InvocationError)                      the function process died
 
-Storage errors are the builtins themselves: ``FileNotFoundError`` for a missing object or bucket,
-``PermissionError`` for refused credentials.
+Other storage errors are the builtins themselves: ``FileNotFoundError`` for a missing object or
+bucket, ``PermissionError`` for refused credentials; each names ``s3://bucket/key``.
 
 An exception raised *by the user's function* is re-raised on the client as itself, with the remote
 traceback attached as its ``__cause__`` (a :class:`RemoteTraceback`), as
@@ -34,6 +36,7 @@ __all__ = [
     "ProtocolError",
     "RemoteTraceback",
     "SerializationError",
+    "StorageError",
     "WorkerDiedError",
 ]
 

@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from typing import Any
 
-from dask import _task_spec
-from dask.utils import funcname
-
 from . import serialize, worker
 from .exceptions import SerializationError
 from .protocol import Ref
@@ -100,6 +97,9 @@ def run_tasks(
 
 def _execute(key: Hashable, node: Any, data: dict[Hashable, Any]) -> Any:
     """Run one task; a fused chain runs task by task, so a failure names the inner task that raised."""
+    from dask import _task_spec  # here, not at import: the Lithops facade's futures import this module
+    from dask.utils import funcname
+
     try:
         if isinstance(node, _task_spec.Task) and node.has_subgraph():
             node = _task_spec.Task(node.key, _run_subgraph, *node.args, **node.kwargs)

@@ -90,8 +90,10 @@ def client_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, in
     for cls in (LocalStorage, S3Storage):
         original = cls.get
 
-        def counting(self: Any, key: str, start: Any = None, end: Any = None, _get: Any = original) -> bytes:
-            value = _get(self, key, start, end)
+        def counting(
+            self: Any, key: str, start: Any = None, end: Any = None, _get: Any = original, **pinned: Any
+        ) -> bytes:
+            value = _get(self, key, start, end, **pinned)
             reads.append((key, len(value)))
             return value
 

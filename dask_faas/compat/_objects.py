@@ -185,9 +185,9 @@ class CloudObject:
         chunk = self._chunk
         rng, storage = chunk.rng, storage_from_locator(chunk.rng.locator)
         if not chunk.chunked:
-            yield storage.get(rng.key)
+            yield storage.get(rng.key, version=rng.version)
         elif chunk.newline is None:
-            yield storage.get(rng.key, rng.start, rng.end)
+            yield storage.get(rng.key, rng.start, rng.end, version=rng.version)
         else:
             yield from partition.iter_lines(storage, rng)
 
