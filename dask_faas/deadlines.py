@@ -82,8 +82,12 @@ class Deadlines:
     def add(self, subject: Watched, seconds: float, action: Callable[[Any], None]) -> int:
         """Call ``action(subject)`` in ``seconds`` unless :meth:`discard` is called first with the
         number this returns (after :meth:`close`, nothing is ever called)."""
+        return self.add_at(subject, time.monotonic() + seconds, action)
+
+    def add_at(self, subject: Watched, deadline: float, action: Callable[[Any], None]) -> int:
+        """:meth:`add` at the ``time.monotonic()`` time ``deadline`` (one in the past: at once,
+        after the deadlines earlier than it)."""
         number = next(self._numbers)
-        deadline = time.monotonic() + seconds
         with self._cond:
             if self._closed:
                 return number
@@ -285,7 +289,7 @@ class Stragglers:
             if siblings.armed or siblings.straggler_after_s(self.rule) is None:
                 return
             siblings.armed = True
-            for other in siblings.running:
+            for other in sorted(siblings.running, key=self._sent.__getitem__):  # the oldest first
                 self._arm(other, siblings)
 
     def take(self, run: Any) -> float | None:
@@ -313,6 +317,5 @@ class Stragglers:
         after = siblings.straggler_after_s(self.rule)
         if after is None or run in self._watches:
             return
-        # past due is kept negative: the heap then takes the longest-running straggler first
-        left = self._sent[run] + after - time.monotonic()
-        self._watches[run] = self._deadlines.add(run, left, self._on_straggler)
+        # an absolute time, past due ones included: the longest-running straggler comes first
+        self._watches[run] = self._deadlines.add_at(run, self._sent[run] + after, self._on_straggler)
