@@ -291,8 +291,12 @@ class GraphRun:
 
     def _submit(self, batch: _Batch, options: CallOptions, label: str) -> cf.Future[Any]:
         calls = [((batch, self.name, self.task_inline_limit), {})]
+        # siblings for speculative backups: batches of this compute running the same kind of task
+        group = (self.name, key_split(batch[0][0]), len(batch))
         try:
-            return self.session.submit(self._function, calls, unwrap=True, options=options, label=label)
+            return self.session.submit(
+                self._function, calls, unwrap=True, options=options, label=label, group=group
+            )
         except SerializationError as exc:
             for key, task, _ in batch:  # name the task that cannot be pickled
                 try:

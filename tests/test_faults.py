@@ -824,3 +824,97 @@ def test_row22_an_unpicklable_argument_fails_at_submit_naming_it(on):
         assert ex.stats["invocations"] == 0, "nothing may be invoked for an argument that cannot travel"
         with pytest.raises(SerializationError, match=r"argument 0 of item 3 of map\(add\).*lock"):
             list(ex.map(add, [0, 1, 2, threading.Lock(), 4]))
+
+
+# -- load: a 10,000-task graph under storage faults and killed processes ---------------------------
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def soak_graph() -> tuple[Any, Any]:
+    """A dataframe groupby with a shuffle (split_out) and a delayed fan-out: over 10,000 tasks."""
+    import dask.dataframe as dd
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(10)
+    pdf = pd.DataFrame({"k": rng.integers(0, 2_000, 400_000), "v": rng.integers(0, 1_000, 400_000)})
+    grouped = dd.from_pandas(pdf, npartitions=200).groupby("k").v.sum(split_out=40)
+    fan = [dask.delayed(square)(i) for i in range(9_000)]
+    partial = [dask.delayed(total)(fan[i : i + 100]) for i in range(0, len(fan), 100)]
+    return grouped, dask.delayed(total)(partial)
+
+
+class Killer(threading.Thread):
+    """SIGKILLs a random function process of the local pool while calls run, keeping the kills at
+    about ``share`` of the invocations made so far."""
+
+    def __init__(self, ex: FaasExecutor, share: float, seed: int = 10) -> None:
+        super().__init__(daemon=True, name="soak-killer")
+        self.ex, self.share, self.kills = ex, share, 0
+        self.chance = random.Random(seed)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.chance.uniform(0.005, 0.05)):
+            if self.kills < self.share * self.ex.stats["invocations"]:
+                pids = self.ex.backend.pids
+                if pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.chance.choice(pids), signal.SIGKILL)
+                        self.kills += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_soak_10000_tasks_with_30_percent_storage_503s_and_5_percent_processes_killed(
+    flaky_s3: tuple[CountingProxy, dict[str, Any]],
+    make_executor: Callable[..., FaasExecutor],
+    s3_endpoint: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    grouped, fanned = soak_graph()
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}), pytest.warns(UserWarning, match="mixed"):
+        graph = dask.base.collections_to_expr([grouped, fanned]).optimize().__dask_graph__()
+    assert len(graph) >= 10_000, f"the graph has {len(graph)} tasks"
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}), pytest.warns(UserWarning, match="mixed"):
+        want_grouped, want_total = dask.compute(grouped, fanned, scheduler="sync")
+    proxy, settings = flaky_s3
+    # 503 ServiceUnavailable, a transient error botocore backs off from 50 ms; 503 SlowDown (row 10)
+    # is a throttling error backed off from 1 s, which at 30% of ~3,000 requests made this run 11 min
+    proxy.fail_ratio, proxy.fail_code = 0.3, "ServiceUnavailable"
+    ex = make_executor(**{**settings, "inline_limit": 64 * 1024}, retries=3)
+    killer = Killer(ex, share=0.05)
+    started = time.monotonic()
+    killer.start()
+    try:
+        with pytest.warns(UserWarning, match="mixed"):
+            got_grouped, got_total = dask.compute(grouped, fanned, scheduler=ex)
+    finally:
+        killer.stop()
+    took = time.monotonic() - started
+    assert got_total == want_total
+    assert got_grouped.sort_index().equals(want_grouped.sort_index())
+    stats = dict(ex.stats)
+    proxy.fail_ratio = 0.0  # the prefix is emptied (and checked) at teardown
+    ex.shutdown()
+    assert killer.kills > 0 and proxy.refused > 0, "no fault was injected: the test tested nothing"
+    assert stats["retries"] >= 1, stats
+    assert not open_uploads(s3_endpoint, settings["s3"]["bucket"]), "a multipart upload is open"
+    with capsys.disabled():
+        print(
+            f"\nsoak: {len(graph)} tasks in {took:.1f} s: {stats['invocations']} invocations, "
+            f"{stats['retries']} retries, {stats.get('redeliveries', 0)} redeliveries, "
+            f"{killer.kills} processes killed, {len(proxy.requests) + proxy.refused} storage requests "
+            f"of which {proxy.refused} answered 503"
+        )

@@ -12,6 +12,7 @@ catches a hang (:func:`bounded`).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import io
 import time
@@ -385,3 +386,24 @@ def test_an_upload_left_open_under_the_job_prefix_is_aborted_when_the_job_ends(
         ex.shutdown()
     assert open_uploads(s3_endpoint, s3_bucket) == ["elsewhere/big"]  # only the job's own
     direct.abort_multipart_upload(Bucket=s3_bucket, Key="elsewhere/big", UploadId=outside["UploadId"])
+
+
+def test_row10_a_sustained_30_percent_of_503s_outlasts_botocores_retry_quota(
+    proxy: CountingProxy, s3_bucket: str
+) -> None:
+    """botocore's standard mode stops retrying once its client-side quota is spent (each 5xx retry
+    costs 14 of 500 tokens, a success gives 1 back): at 30% transient 503s that is a few hundred
+    requests into a warm function's life. Every read and write must still succeed."""
+    storage = proxied(proxy, s3_bucket)
+    storage.put("dask-faas/quota/k", b"x" * 100)
+    proxy.fail_ratio, proxy.fail_code = 0.3, "ServiceUnavailable"
+    try:
+        with bounded(), cf.ThreadPoolExecutor(8) as pool:
+            reads = list(pool.map(lambda i: storage.get("dask-faas/quota/k", 0, 50), range(1500)))
+            writes = list(pool.map(lambda i: storage.put(f"dask-faas/quota/w{i}", b"y"), range(300)))
+    finally:
+        proxy.fail_ratio = 0.0
+    assert reads == [b"x" * 50] * 1500 and len(writes) == 300
+    assert proxy.refused > 400, "too few 503s to spend the quota: the test tested nothing"
+    storage.delete_prefix("dask-faas/quota/")
+    storage.close()

@@ -46,7 +46,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     # the client's executor: the job in storage, the engine seam, calls and deadlines
-    ("executor", ("dask_faas.job", "dask_faas.session", "dask_faas.dispatch", "dask_faas.executor")),
+    (
+        "executor",
+        (
+            "dask_faas.job",
+            "dask_faas.deadlines",
+            "dask_faas.session",
+            "dask_faas.dispatch",
+            "dask_faas.executor",
+        ),
+    ),
     # faas_get: graph passes (the exchange rewrite, shuffle.py, which DESIGN lists with dataframe
     # but whose rewrite is a pass the scheduler applies; fusion), the engine, persisted results
     (

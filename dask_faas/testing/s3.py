@@ -138,7 +138,9 @@ class CountingProxy:
     Every knob can be changed while the proxy runs; all are off at first.
 
     - :attr:`fail_ratio`: that share of requests is answered ``503 SlowDown`` without being
-      forwarded, as S3 does under load (counted in :attr:`refused`).
+      forwarded, as S3 does under load (counted in :attr:`refused`); :attr:`fail_code` names
+      another error of a 503 (``"ServiceUnavailable"``: a transient error, which botocore backs
+      off from 50 ms instead of a throttling error's 1 s).
     - :attr:`reset_ratio`: that share of requests has its connection closed without an answer (not
       forwarded), or, for a GET with a body, after half the body was sent (:attr:`resets`).
     - :attr:`stall_ratio`: that share of requests stalls for :attr:`stall_s` seconds, a GET with a
@@ -161,6 +163,7 @@ class CountingProxy:
         self.requests: list[tuple[str, str, str | None]] = []
         #: Share of requests answered ``503 SlowDown`` (0 to 1); counted in :attr:`refused`.
         self.fail_ratio = 0.0
+        self.fail_code = "SlowDown"
         self.refused = 0
         #: Share of requests whose connection is reset; counted in :attr:`resets`.
         self.reset_ratio = 0.0
@@ -252,7 +255,9 @@ class CountingProxy:
             record = method == "PUT" and "uploadId" not in query and self.stale_reads > 0
             reads = self.stale_reads
         if refuse:
-            self._send(handler, 503, "Slow Down", [("Content-Type", "application/xml")], SLOW_DOWN)
+            body = SLOW_DOWN.replace(b"SlowDown", self.fail_code.encode())
+            reason = "Slow Down" if self.fail_code == "SlowDown" else "Service Unavailable"
+            self._send(handler, 503, reason, [("Content-Type", "application/xml")], body)
             return
         if (reset or stall) and method != "GET":
             self._count("resets" if reset else "stalls")

@@ -247,14 +247,16 @@ class S3Storage(Storage):
         body = data if isinstance(data, bytes) else bytes(data)
         with self._errors(key):
             if len(body) <= self.multipart_threshold:
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                self._again(lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=body))
             else:
                 config = TransferConfig(
                     multipart_threshold=self.multipart_threshold,
                     multipart_chunksize=self.multipart_chunksize,
                     max_concurrency=8,
                 )
-                self._client.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=config)
+                self._again(
+                    lambda: self._client.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=config)
+                )
 
     def get(
         self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
@@ -299,7 +301,9 @@ class S3Storage(Storage):
                 status: Any = "?"
                 changed = False
                 try:  # no answer after botocore's retries (a ConnectionClosedError, ...) raises
-                    response = self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+                    response = self._again(
+                        lambda: self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+                    )
                 except bce.ClientError as err:
                     code = _code(err)
                     if code == "InvalidRange":
@@ -343,7 +347,7 @@ class S3Storage(Storage):
     def stat(self, key: str) -> ObjectStat:
         """Size and ETag (the version) of ``key`` from a HeadObject; ``FileNotFoundError`` if missing."""
         with self._errors(key):
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
+            head = self._again(lambda: self._client.head_object(Bucket=self.bucket, Key=key))
         return ObjectStat(key, int(head["ContentLength"]), head.get("ETag"))
 
     def size(self, key: str) -> int:
@@ -376,13 +380,22 @@ class S3Storage(Storage):
                 return
 
     def _again(self, request: Callable[[], Any]) -> Any:
-        """``request()``, sent again while its answer breaks off (:data:`READ_ATTEMPTS` in all):
-        botocore retries what fails before an answer, not a body that breaks off mid-way."""
+        """``request()``, sent again (:data:`READ_ATTEMPTS` in all, with backoff) while its answer
+        breaks off, or while botocore stopped retrying early on its retry quota.
+
+        botocore retries what fails before an answer, not a body that breaks off mid-way. And its
+        standard mode stops retrying once a client-side quota runs dry (each retry of a 5xx costs
+        14 tokens out of 500, a success gives back 1): under a sustained 30% of 503s that happens
+        after a few hundred requests, and every later failure would fail its call at once.
+        """
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 return request()
             except _BODY_ERRORS:
                 if attempt == READ_ATTEMPTS:
+                    raise
+            except bce.ClientError as err:
+                if attempt == READ_ATTEMPTS or not _quota_reached(err):
                     raise
             _backoff(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -528,6 +541,11 @@ def _body(response: dict[str, Any]) -> bytes:
     """The whole body of a GetObject answer (read after botocore's retries are over)."""
     with response["Body"] as body:
         return bytes(body.read())
+
+
+def _quota_reached(err: bce.ClientError) -> bool:
+    """Whether botocore gave up on ``err`` early, its retry quota spent (a retryable 5xx)."""
+    return bool(err.response.get("ResponseMetadata", {}).get("RetryQuotaReached"))
 
 
 def _backoff(attempt: int) -> None:
