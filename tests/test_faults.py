@@ -35,6 +35,7 @@ from typing import Any
 import boto3
 import dask
 import pytest
+from faults_kit import bounded, open_uploads, wait_until
 from fixtures_platforms import EXECUTOR_KINDS, PLATFORMS, Platforms, executor_settings
 
 from dask_faas import (
@@ -54,30 +55,8 @@ from dask_faas.testing.s3 import CountingProxy
 
 pytestmark = pytest.mark.timeout(300)
 
-#: A row that takes longer than this hangs somewhere (the rows take seconds; the bound is wide
-#: because CI shares 2 cores with the emulators).
-ROW_BOUND_S = 120.0
-
 
 # -- what every row checks ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bounded(seconds: float = ROW_BOUND_S) -> Iterator[None]:
-    """Fail when the block takes longer than ``seconds`` (a hang, not a slow machine)."""
-    started = time.monotonic()
-    yield
-    took = time.monotonic() - started
-    assert took < seconds, f"the row took {took:.1f} s, past its bound of {seconds:g} s"
-
-
-def open_uploads(endpoint: str, bucket: str) -> list[str]:
-    """Keys of the multipart uploads still open in ``bucket``."""
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    try:
-        return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-    finally:
-        client.close()
 
 
 @pytest.fixture(params=EXECUTOR_KINDS)
@@ -123,13 +102,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} within {seconds:g} s"
-        time.sleep(0.05)
 
 
 # -- the functions the rows run -------------------------------------------------------------------

@@ -25,7 +25,6 @@ Where the limit comes from, per backend (what each does with a per-call ``memory
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,14 +34,13 @@ from typing import Any
 import boto3
 import dask
 import pytest
+from faults_kit import bounded
 from fixtures_platforms import EXECUTOR_KINDS, FUNCTION_MEMORY_MB, executor_settings
 
 from dask_faas import FaasExecutor, FunctionMemoryError
 
 pytestmark = pytest.mark.timeout(300)
 
-#: A row that takes longer than this hangs somewhere (it takes seconds; CI shares 2 cores).
-ROW_BOUND_S = 120.0
 #: How long a function holds memory it got: an answer well before this was not waiting for it.
 HOLD_S = 120
 #: The per-call limit the local pool is given (the platforms have their deployed memory).
@@ -75,15 +73,6 @@ def getpid() -> int:
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bounded(seconds: float = ROW_BOUND_S) -> Iterator[None]:
-    """Fail when the block takes longer than ``seconds`` (a hang, not a slow machine)."""
-    started = time.monotonic()
-    yield
-    took = time.monotonic() - started
-    assert took < seconds, f"the row took {took:.1f} s, past its bound of {seconds:g} s"
 
 
 @pytest.fixture(params=EXECUTOR_KINDS)

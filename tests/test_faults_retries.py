@@ -12,43 +12,23 @@ job prefix empty (``make_executor``) and no process behind (``conftest.no_leftov
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from faults_kit import bounded, wait_until
 from fixtures_platforms import EXECUTOR_KINDS, executor_settings
 
 from dask_faas import ConfigError, FaasExecutor, IntegrityError, WorkerDiedError
 from dask_faas.backends.storage.local import LocalStorage
 
 pytestmark = pytest.mark.timeout(300)
-
-#: A test that takes longer than this hangs somewhere (they take seconds; wide because CI shares
-#: 2 cores with the emulators).
-BOUND_S = 120.0
-
-
-@contextlib.contextmanager
-def bounded(seconds: float = BOUND_S) -> Iterator[None]:
-    """Fail when the block takes longer than ``seconds`` (a hang, not a slow machine)."""
-    started = time.monotonic()
-    yield
-    took = time.monotonic() - started
-    assert took < seconds, f"took {took:.1f} s, past the bound of {seconds:g} s"
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} within {seconds:g} s"
-        time.sleep(0.05)
 
 
 def runs(markers: Path, prefix: str = "run-") -> list[str]:

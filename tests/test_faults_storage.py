@@ -13,9 +13,7 @@ catches a hang (:func:`bounded`).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import io
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +21,7 @@ import boto3
 import dask
 import pandas as pd
 import pytest
+from faults_kit import bounded, open_uploads
 
 import dask_faas
 from dask_faas import ConfigError, FaasExecutor, StorageError
@@ -31,29 +30,9 @@ from dask_faas.testing.s3 import CountingProxy
 
 pytestmark = pytest.mark.timeout(300)
 
-#: A row that takes longer than this hangs somewhere (the rows take seconds).
-ROW_BOUND_S = 120.0
 #: The read timeout of the clients in these rows, below the proxy's stalls.
 READ_TIMEOUT_S = 1.0
 STALL_S = 2.5
-
-
-@contextlib.contextmanager
-def bounded(seconds: float = ROW_BOUND_S) -> Iterator[None]:
-    """Fail when the block takes longer than ``seconds`` (a hang, not a slow machine)."""
-    started = time.monotonic()
-    yield
-    took = time.monotonic() - started
-    assert took < seconds, f"the row took {took:.1f} s, past its bound of {seconds:g} s"
-
-
-def open_uploads(endpoint: str, bucket: str) -> list[str]:
-    """Keys of the multipart uploads still open in ``bucket``."""
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    try:
-        return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-    finally:
-        client.close()
 
 
 @pytest.fixture
