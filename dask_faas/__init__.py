@@ -18,6 +18,7 @@ _EXPORTS = {
     "enable": "dask_faas.scheduler",
     "ComputeReport": "dask_faas.scheduler",
     "FaasFuture": "dask_faas.persisted",
+    "performance_report": "dask_faas.performance",
     "read_csv": "dask_faas.dataframe",
     "to_csv": "dask_faas.dataframe",
     "to_parquet": "dask_faas.dataframe",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports th
         WorkerDiedError,
     )
     from .executor import CallOptions, FaasExecutor  # noqa: F401
+    from .performance import performance_report  # noqa: F401
     from .persisted import FaasFuture  # noqa: F401
     from .scheduler import ComputeReport, enable, faas_get  # noqa: F401
 

@@ -21,6 +21,17 @@ def test_every_exported_name_resolves_and_nothing_else_is_public():
     assert public - {"annotations", "TYPE_CHECKING", "Any"} == set(dask_faas.__all__)
 
 
+def test_the_report_and_plot_import_neither_pandas_nor_bokeh_nor_matplotlib_until_used():
+    """``dask_faas.performance_report`` and ``dask_faas.plot`` import their libraries only when they draw."""
+    assert "performance_report" in dask_faas.__all__
+    code = (
+        "import sys, json, dask_faas, dask_faas.plot; dask_faas.performance_report; "
+        "print(json.dumps(sorted(m for m in ('pandas', 'bokeh', 'matplotlib') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
 def test_exceptions_are_builtins_too():
     assert issubclass(dask_faas.ConfigError, ValueError)
     assert issubclass(dask_faas.FunctionTimeoutError, TimeoutError)
