@@ -32,13 +32,15 @@ import logging
 import random
 import secrets
 import threading
+import time
 import warnings
+import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from . import protocol, serialize
+from . import protocol, records, serialize
 from .backends.compute import ComputeBackend, InvokeOptions
 from .deadlines import MAX_REDELIVERIES, BackupRule, Deadlines, Stragglers, deadline_grace_s, longest_call_s
 from .exceptions import (
@@ -87,6 +89,13 @@ class _Call:
     backup: bool = False
     #: The runs of this attempt, once it was backed up (shared by the original and the backup).
     race: _Race | None = None
+    #: What it runs, for its records: the task keys (or the function's name) and their prefix.
+    tasks: tuple[str, ...] = ()
+    prefix: str = ""
+    #: When each delivery was handed to the backend (client clock, epoch s), and those recorded
+    #: (shared by the copies of the call: delivery nonces are unique).
+    sent: dict[str, float] = field(default_factory=dict)
+    recorded: set[str] = field(default_factory=set)
 
     def describe(self) -> str:
         run = ", backup" if self.backup else ""
@@ -122,6 +131,10 @@ class Dispatcher:
         delivered again (at most :data:`MAX_REDELIVERIES` times).
     backups : BackupRule, optional
         Back up stragglers by this rule (None: never).
+    observer : records.Observer, optional
+        Told the outcome of every invocation (its record, and what the function printed).
+    log_bytes : int
+        The functions capture their output up to this many bytes (``faas.logs.max-bytes``).
     """
 
     def __init__(
@@ -133,8 +146,13 @@ class Dispatcher:
         options: CallOptions,
         start_deadline_s: float | None = None,
         backups: BackupRule | None = None,
+        observer: records.Observer | None = None,
+        log_bytes: int = 0,
     ) -> None:
         self.backend, self.job, self.options, self.inline_limit = backend, job, options, inline_limit
+        self.observer, self.log_bytes = observer, log_bytes
+        #: The call id of each future given out (for its records and logs).
+        self.call_ids: weakref.WeakKeyDictionary[cf.Future[Any], str] = weakref.WeakKeyDictionary()
         self.start_deadline_s = None if backend.confirms_start else start_deadline_s
         self.backups = backups
         self._key = key
@@ -162,6 +180,7 @@ class Dispatcher:
         label: str | None = None,
         first_index: int | None = None,
         group: Hashable | None = None,
+        tasks: list[Hashable] | None = None,
     ) -> cf.Future[Any]:
         """Invoke ``function`` over ``calls`` in one invocation (see :meth:`Session.submit`)."""
         if options is not None:
@@ -173,6 +192,11 @@ class Dispatcher:
         name = label or function.name
         group = (function.ref.key, name) if group is None else group
         call = _Call(call_id, name, function.ref, args, options or self.options, future, unwrap, group)
+        if self.observer is not None:
+            call.tasks, call.prefix = (
+                records.task_names(tasks) if tasks else ((function.name,), function.name)
+            )
+        self.call_ids[future] = call_id
         with self._lock:
             if self.closed:
                 self._release_args(call)
@@ -266,6 +290,7 @@ class Dispatcher:
             inline_limit=self.inline_limit,
             delivery=call.deliveries[-1],
             start_mark_s=None if start_deadline is None else start_deadline / 3,
+            log_bytes=self.log_bytes,
         )
         payload = protocol.seal(invocation, self._key)
         if len(payload) > self.backend.max_payload_bytes:
@@ -283,6 +308,7 @@ class Dispatcher:
         with self._lock:
             self.stats["invocations"] += 1
         delivery = call.deliveries[-1]
+        call.sent[delivery] = time.time()
         self.backend.invoke(payload, options).add_done_callback(partial(self._on_response, call, delivery))
 
     def _start(self, call: _Call) -> bool:
@@ -413,21 +439,62 @@ class Dispatcher:
         if not self._settle(call):
             return
         limit = call.options.timeout_s
-        self._fail(
-            call,
-            FunctionTimeoutError(
-                f"{call.describe()}: no response within its time limit timeout_s={limit:g} plus "
-                f"{self.backend.answer_grace_s + deadline_grace_s(limit):g} s; the {self.backend.name} "
-                "platform lost the response or did not stop the call"
-            ),
+        error = FunctionTimeoutError(
+            f"{call.describe()}: no response within its time limit timeout_s={limit:g} plus "
+            f"{self.backend.answer_grace_s + deadline_grace_s(limit):g} s; the {self.backend.name} "
+            "platform lost the response or did not stop the call"
         )
+        if call.deliveries:
+            self._observe(call, call.deliveries[-1], "lost", error=error)
+        self._fail(call, error)
+
+    def _observe(
+        self,
+        call: _Call,
+        delivery: str,
+        outcome: str,
+        received: float | None = None,
+        reply: Response | None = None,
+        error: BaseException | str | None = None,
+    ) -> None:
+        """Hand one invocation's outcome to the observer (its record and logs), once per delivery."""
+        if self.observer is None:
+            return
+        with self._lock:
+            if delivery in call.recorded:
+                return
+            call.recorded.add(delivery)
+        sent = records.Sent(
+            call.id,
+            call.attempt,
+            delivery,
+            call.tasks,
+            call.prefix,
+            call.sent.get(delivery, 0.0),
+            call.options.memory_mb,
+            call.backup,
+        )
+        stats, logs = (reply.stats, reply.logs) if reply is not None else (None, "")
+        try:
+            self.observer.observe(sent, outcome, received, stats, logs, error)
+        except Exception:  # a record that cannot be made never fails the call
+            logger.warning("dask-faas: could not record the outcome of %s", call.describe(), exc_info=True)
+
+    @staticmethod
+    def _lost_or_error(exc: BaseException) -> str:
+        """``lost`` when the platform did not answer (time limit, dead process, lost call)."""
+        return "lost" if isinstance(exc, InvocationError) else "error"
 
     def _on_response(self, call: _Call, delivery: str, response: cf.Future[bytes]) -> None:
+        received = time.time()
         if delivery != call.deliveries[-1] and (response.cancelled() or response.exception() is not None):
+            if not response.cancelled():
+                failure = response.exception()
+                self._observe(call, delivery, self._lost_or_error(failure), received, error=failure)
             return  # a delivery given up on (it never started) failed: the latest one decides
         if not self._settle(call):  # past its deadline, or another delivery or run answered first
             if not response.cancelled() and response.exception() is None:
-                self._discard_outputs(call, delivery, response.result())
+                self._discard_outputs(call, delivery, response.result(), received)
             return
         if response.cancelled():  # the backend closed before sending it, or the call was done
             if self._others_running(call):
@@ -436,30 +503,43 @@ class Dispatcher:
             if not call.future.cancel():  # a retry's future is already running
                 self._finish(call, exc=InvocationError(f"{call.describe()}: not sent, the backend closed"))
             return
+        reply: Response | None = None
         try:
-            reply = self._reply(call, response.result())
+            sealed = response.result()
+        except BaseException as exc:  # the platform failed the call
+            self._observe(call, delivery, self._lost_or_error(exc), received, error=exc)
+            self._fail(call, exc)
+            return
+        try:
+            reply = self._reply(call, sealed)
             data = self._data(reply)
-        except BaseException as exc:  # the platform, the storage or the answer failed
+        except BaseException as exc:  # the storage or the answer failed
+            self._observe(call, delivery, "error", received, reply, error=exc)
             self._fail(call, exc)
             return
         if not reply.ok:
             try:
                 error = serialize.loads_error(data)
             except BaseException as exc:  # the function's error cannot be rebuilt here
+                self._observe(call, delivery, "error", received, reply, error=exc)
                 self._fail(call, exc)
                 return
+            self._observe(call, delivery, "error", received, reply, error=error)
             with contextlib.suppress(Warning):  # the call's own error wins over an escalated warning
                 self._reissue_warnings(reply.warnings)
             self._fail(call, error, raised_by_function=True)
             return
         if not self._claim(call):  # the other run of this attempt won meanwhile
+            self._observe(call, delivery, "superseded", received, reply)
             self._discard_reply(call, delivery, reply, data)
             return
         try:
             results = serialize.loads(data)
         except BaseException as exc:
+            self._observe(call, delivery, "error", received, reply, error=exc)
             self._fail(call, exc)
             return
+        self._observe(call, delivery, "ok", received, reply)
         if self._stragglers is not None:
             # the function's own time: a platform's queue and cold start are not the call's work
             seconds = reply.stats.get("seconds")
@@ -538,7 +618,7 @@ class Dispatcher:
                     f"{name}: {message}", UserWarning, filename, lineno, registry=self._warned
                 )
 
-    def _discard_outputs(self, call: _Call, delivery: str, sealed: bytes) -> None:
+    def _discard_outputs(self, call: _Call, delivery: str, sealed: bytes, received: float) -> None:
         """A late response of a run given up on (past its deadline, or it lost the race): delete
         what it stored."""
         try:
@@ -546,6 +626,7 @@ class Dispatcher:
         except Exception:  # not ours: nothing of it is deleted
             logger.warning("dask-faas: ignored a late response to %s", call.describe(), exc_info=True)
             return
+        self._observe(call, delivery, "superseded", received, reply)
         self._delete_start_mark(reply)
         data = reply.value
         if isinstance(data, Ref):

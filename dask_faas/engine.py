@@ -295,7 +295,13 @@ class GraphRun:
         group = (self.name, key_split(batch[0][0]), len(batch))
         try:
             return self.session.submit(
-                self._function, calls, unwrap=True, options=options, label=label, group=group
+                self._function,
+                calls,
+                unwrap=True,
+                options=options,
+                label=label,
+                group=group,
+                tasks=[key for key, _, _ in batch],
             )
         except SerializationError as exc:
             for key, task, _ in batch:  # name the task that cannot be pickled

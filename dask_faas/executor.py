@@ -22,9 +22,12 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import config, protocol
+if TYPE_CHECKING:
+    import pandas
+
+from . import config, protocol, records
 from .backends.compute import ComputeBackend
 from .backends.compute import registry as compute_registry
 from .backends.storage import Storage, storage_from_settings
@@ -33,6 +36,7 @@ from .dispatch import Dispatcher
 from .exceptions import ConfigError
 from .job import Job
 from .session import CallOptions, Session
+from .store import CountedStorage
 
 __all__ = ["CallOptions", "FaasExecutor", "function_environment"]
 
@@ -142,10 +146,22 @@ class FaasExecutor(cf.Executor):
         key = bytes.fromhex(s["signing-key"]) if s["signing-key"] else protocol.new_key()
         environment = function_environment(s, storage_obj, key)
         backend_obj = backend_cls.from_settings(environment, s)
-        self._job = job = Job(storage_obj, key, s["prefix"], _ship_modules(s, backend_cls))
+        # the job's requests are counted by kind (ComputeReport.storage_requests)
+        self._counted = CountedStorage(storage_obj)
+        self._job = job = Job(self._counted, key, s["prefix"], _ship_modules(s, backend_cls))
         start_deadline = config.positive(s, "start-deadline-s")
+        logs = s["logs"] or {}
+        log_bytes = _non_negative_int(logs, "max-bytes", "logs.max-bytes")
+        #: The invocation records of this executor (see :meth:`invocations`).
+        self.records = records.Recorder(
+            config.positive(s, "records-kept", int), enabled=_boolean(s, "records", "records")
+        )
+        writer = records.LogWriter(records.log_directory(s), job.id, config.positive(logs, "keep-jobs", int))
+        observer = records.Observer(
+            job.id, backend_cls.name, self.records, writer, _boolean(logs, "forward", "logs.forward")
+        )
         self._calls = calls = Dispatcher(
-            backend_obj, job, key, inline_limit, options, start_deadline, backups
+            backend_obj, job, key, inline_limit, options, start_deadline, backups, observer, log_bytes
         )
         #: Counters of this executor: ``calls``, ``invocations`` (retries, re-deliveries and
         #: backups included), ``retries``, ``redeliveries`` (attempts sent again because they did
@@ -190,6 +206,51 @@ class FaasExecutor(cf.Executor):
     def job_prefix(self) -> str:
         """Storage prefix of this executor's job (deleted at shutdown)."""
         return self._job.prefix
+
+    @property
+    def job_id(self) -> str:
+        """This executor's job id (its logs are under ``faas.logs.directory/<job id>``)."""
+        return self._job.id
+
+    def invocations(self) -> pandas.DataFrame:
+        """Every invocation of this executor so far (the latest ``faas.records-kept``), one row
+        each, retries, re-deliveries and backups included: :func:`dask_faas.records.frame`."""
+        return records.frame(self.records.records())
+
+    def logs(self, call_or_future: str | cf.Future[Any] | None = None) -> str:
+        """What this executor's functions printed and logged (capped at ``faas.logs.max-bytes``
+        per invocation), each invocation's part headed by its call, attempt and tasks.
+
+        Parameters
+        ----------
+        call_or_future : str or Future, optional
+            One call (its id, as in :meth:`invocations`) or the future ``submit`` returned;
+            default: every call of the executor.
+
+        Raises
+        ------
+        FileNotFoundError
+            When that call (or no call) printed anything.
+        """
+        call = call_or_future
+        if isinstance(call_or_future, cf.Future):
+            call = self._calls.call_ids.get(call_or_future)
+            if call is None:
+                raise ValueError("the future was not returned by this executor's submit or map")
+        return records.read_logs(self._job.id, call, self._settings)
+
+    def storage_requests(self) -> dict[str, int]:
+        """The storage requests this executor's client made so far, by kind (put, get, head,
+        list, delete); its functions' requests are in their records' totals
+        (``records.function_requests``)."""
+        return self._counted.counts()
+
+    def plot(self, filename: str) -> None:
+        """Draw the invocation timeline to ``filename`` (an image, with matplotlib: the ``plot``
+        extra), see :func:`dask_faas.plot.timeline`."""
+        from . import plot
+
+        plot.timeline(self.invocations(), filename)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Invoke ``fn(*args, **kwargs)`` as one function call; return its future.
@@ -378,10 +439,17 @@ def _wait_with_deadline(futures: list[cf.Future[Any]], longest_s: float) -> None
             )
 
 
-def _non_negative_int(settings: dict[str, Any], name: str) -> int:
+def _non_negative_int(settings: dict[str, Any], name: str, setting: str | None = None) -> int:
     value = settings[name]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"setting 'faas.{name}' must be a non-negative integer, got {value!r}")
+        raise ConfigError(f"setting 'faas.{setting or name}' must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _boolean(settings: dict[str, Any], name: str, setting: str) -> bool:
+    value = settings[name]
+    if not isinstance(value, bool):
+        raise ConfigError(f"setting 'faas.{setting}' must be true or false, got {value!r}")
     return value
 
 

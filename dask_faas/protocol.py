@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Protocol version; bumped on any incompatible change of the classes below.
-VERSION = 3
+VERSION = 4
 MAGIC = b"DFAAS"
 #: Environment variable holding the hex signing key in a function's deployment.
 KEY_ENV = "DASK_FAAS_SIGNING_KEY"
@@ -122,6 +122,7 @@ class Invocation:
     inline_limit: int
     delivery: str = "0"
     start_mark_s: float | None = None
+    log_bytes: int = 0
     version: int = VERSION
 
 
@@ -138,10 +139,15 @@ class Response:
     value : bytes or Ref
         Cloudpickled ``list`` of results (``ok``) or ``(exception, traceback_text)``.
     stats : dict
-        Measurements of the call: ``pid``, ``seconds``, ``warm`` and so on.
+        Measurements of the call: ``pid``, ``seconds`` (the whole handling), ``warm``, ``started``
+        and ``ended`` (the function's clock, epoch s), ``running_s`` (the user's code), ``bytes_in``
+        and ``bytes_out``, ``peak_memory_mb``, ``request_id`` (the platform's), ``requests``
+        (storage requests by kind) and so on.
     warnings : bytes
         The warnings the function raised (:meth:`~dask_faas.serialize.WarningRecorder.dumps`), issued again
         on the client.
+    logs : str
+        What the function printed and logged (see :attr:`Invocation.log_bytes`).
     """
 
     call: str
@@ -150,6 +156,7 @@ class Response:
     value: bytes | Ref
     stats: dict[str, Any] = field(default_factory=dict)
     warnings: bytes = b""
+    logs: str = ""
     version: int = VERSION
 
 

@@ -19,12 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
 
-from . import graph, shuffle
+from . import graph, records, shuffle
 from .engine import GraphRun
 from .executor import FaasExecutor
 from .fusion import fuse_partitionwise
@@ -57,6 +57,26 @@ class ComputeReport:
         a computed collection), not in a function.
     backups : int
         Backup invocations of stragglers (speculative copies of slow calls).
+    queued_s : float
+        Summed over the invocations: the time from the client's send to its answer that the
+        function did not spend running the user's code (the platform's queue, cold starts, the
+        runtime's reads and writes, the way there and back).
+    running_s : float
+        Summed over the invocations: the functions' own measurement of the user's code.
+    client_s : float
+        Wall time of the compute with no invocation out: the client's own work (graph passes,
+        uploads, assembling and fetching results).
+    storage_requests : dict
+        Storage requests by kind (``put``, ``get``, ``head``, ``list``, ``delete``): the client's
+        and its functions' (as they reported them).
+    gb_s : float
+        GB-seconds: each invocation's ``running_s`` times its ``memory_mb / 1024``.
+    cost_usd : float
+        Estimated cost from ``faas.prices`` (:func:`dask_faas.records.estimate_cost`): GB-seconds,
+        invocations and storage requests.
+
+    The figures from invocation records are of the records kept (``faas.records``), so they are 0
+    when recording is off.
     """
 
     tasks: int
@@ -66,14 +86,22 @@ class ComputeReport:
     seconds: float
     assembled_locally: int = 0
     backups: int = 0
+    queued_s: float = 0.0
+    running_s: float = 0.0
+    client_s: float = 0.0
+    storage_requests: dict[str, int] = field(default_factory=dict)
+    gb_s: float = 0.0
+    cost_usd: float = 0.0
 
     def __str__(self) -> str:
         assembled = f", {self.assembled_locally} assembled on the client" if self.assembled_locally else ""
         backups = f", {self.backups} backups" if self.backups else ""
+        requests = sum(self.storage_requests.values())
         return (
             f"{self.tasks} tasks ({self.executed} after fusion{assembled}) ran in {self.invocations} "
-            f"invocations{backups} in {self.seconds:.2f} s; {self.bytes_received:,} bytes reached "
-            "the client"
+            f"invocations{backups} in {self.seconds:.2f} s (running {self.running_s:.2f} s, queued "
+            f"{self.queued_s:.2f} s, client {self.client_s:.2f} s); {self.bytes_received:,} bytes reached "
+            f"the client; {requests:,} storage requests; {self.gb_s:.3g} GB-s, ~${self.cost_usd:.4g}"
         )
 
 
@@ -95,6 +123,9 @@ def compute_with(
     stats, session, name = executor.stats, executor.session, f"c{next(_compute_ids)}"
     started, invocations, received = time.perf_counter(), stats["invocations"], stats["bytes_received"]
     backups = stats.get("backups", 0)
+    recorded, requested = executor.records.total, executor.storage_requests()
+    functions_requested = dict(executor.records.function_requests)
+    wall_started = time.time()
     exchange = functools.partial(
         shuffle.rewrite,
         compute=name,
@@ -111,17 +142,55 @@ def compute_with(
             ),
         )
     finally:
+        seconds = time.perf_counter() - started
+        seen = executor.records.since(recorded)
+        requests = _delta(executor.storage_requests(), requested)
+        for kind, count in _delta(dict(executor.records.function_requests), functions_requested).items():
+            requests[kind] = requests.get(kind, 0) + count
+        running = sum(r.running_s or 0.0 for r in seen)
+        gb_s = sum((r.running_s or 0.0) * r.memory_mb / 1024 for r in seen)
+        settings = executor.settings
         report = ComputeReport(
             run.tasks,
             run.executed,
             stats["invocations"] - invocations,
             stats["bytes_received"] - received,
-            time.perf_counter() - started,
+            seconds,
             assembled_locally=run.assembled,
             backups=stats.get("backups", 0) - backups,
+            queued_s=sum(
+                max(0.0, r.received - r.submitted - (r.running_s or 0.0)) for r in seen if r.received
+            ),
+            running_s=running,
+            client_s=max(0.0, seconds - _covered(seen, wall_started)),
+            storage_requests=requests,
+            gb_s=gb_s,
+            cost_usd=records.estimate_cost(
+                settings["prices"],
+                records.price_key(executor.backend.name, settings),
+                gb_s,
+                stats["invocations"] - invocations,
+                requests,
+            ),
         )
         executor.last_report = report
+        records.publish_compute(report)
         logger.info("faas_get: %s", report)
+
+
+def _delta(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {kind: count - before.get(kind, 0) for kind, count in now.items() if count - before.get(kind, 0)}
+
+
+def _covered(seen: Sequence[records.InvocationRecord], since: float) -> float:
+    """Seconds after ``since`` during which at least one of the invocations was out."""
+    spans = sorted((max(r.submitted, since), r.received) for r in seen if r.received and r.submitted)
+    covered, end = 0.0, since
+    for start, stop in spans:
+        if stop > end:
+            covered += stop - max(start, end)
+            end = stop
+    return covered
 
 
 def persist(

@@ -160,6 +160,7 @@ class Session:
         label: str | None = None,
         first_index: int | None = None,
         group: Hashable | None = None,
+        tasks: list[Hashable] | None = None,
     ) -> cf.Future[Any]:
         """Invoke ``function`` over a batch of calls in ONE invocation; the future of its results.
 
@@ -182,13 +183,16 @@ class Session:
             one that runs far longer than the median of its finished siblings is invoked again.
             Default: the invocations of the same function with the same ``label`` (the
             invocations of one ``map``, the ``submit`` calls of one function).
+        tasks : list of hashable, optional
+            The Dask task keys the invocation runs, for its record and logs (default: the
+            function's name).
 
         Raises
         ------
         SerializationError
             At once, naming the argument and the item, when an argument cannot be pickled.
         """
-        return self._submit(function, calls, unwrap, options, label, first_index, group)
+        return self._submit(function, calls, unwrap, options, label, first_index, group, tasks)
 
     def longest_call_s(self, options: CallOptions) -> float:
         """How long a call with these limits may take from its send to its outcome, on this platform

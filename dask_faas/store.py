@@ -1,16 +1,24 @@
-"""Signed objects under one storage prefix: what the client and its functions write for each other."""
+"""Signed objects under one storage prefix: what the client and its functions write for each other.
+
+:class:`CountedStorage` counts the requests made through a storage by kind, and the bytes read
+and written (the client's job store and each invocation inside a function use one).
+"""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from . import protocol
 from .backends.storage import Storage
+from .backends.storage.base import ObjectStat
 from .protocol import Ref
 
-__all__ = ["SignedStore"]
+__all__ = ["CountedStorage", "SignedStore"]
 
 
 class SignedStore:
@@ -77,3 +85,102 @@ class SignedStore:
     def child(self, name: str) -> SignedStore:
         """The store of the sub-prefix ``<prefix>/<name>``."""
         return SignedStore(self.storage, self._key, f"{self.prefix}/{name}")
+
+
+class CountedStorage(Storage):
+    """``storage``, with its requests counted by kind and its bytes read and written.
+
+    Kinds: ``put``, ``get``, ``head`` (size, stat, exists), ``list`` (list, scan) and ``delete``
+    (one per call, whatever the number of keys). A call counts once, whatever the retries of
+    the storage client underneath.
+
+    Parameters
+    ----------
+    storage : Storage
+        The storage that serves the requests.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.inner = storage
+        self.name = storage.name  # type: ignore[misc]
+        self.process_local = storage.process_local  # type: ignore[misc]
+        self._lock = threading.Lock()
+        #: Requests made so far, by kind.
+        self.requests: collections.Counter[str] = collections.Counter()
+        #: Bytes returned by reads, and bytes written.
+        self.bytes_read = 0
+        self.bytes_written = 0
+
+    def _count(self, kind: str, read: int = 0, written: int = 0) -> None:
+        with self._lock:
+            self.requests[kind] += 1
+            self.bytes_read += read
+            self.bytes_written += written
+
+    def counts(self) -> dict[str, int]:
+        """The requests so far, by kind (a copy)."""
+        with self._lock:
+            return dict(self.requests)
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self._count("put", written=len(data))
+        self.inner.put(key, data)
+
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
+    ) -> bytes:
+        data = self.inner.get(key, start, end, version=version)
+        self._count("get", read=len(data))
+        return data
+
+    def size(self, key: str) -> int:
+        self._count("head")
+        return self.inner.size(key)
+
+    def exists(self, key: str) -> bool:
+        self._count("head")
+        return self.inner.exists(key)
+
+    def stat(self, key: str) -> ObjectStat:
+        self._count("head")
+        return self.inner.stat(key)
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        self._count("list")
+        return self.inner.list(prefix)
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectStat]:
+        self._count("list")
+        return self.inner.scan(prefix)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        self._count("delete")
+        self.inner.delete(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.inner.delete_prefix(prefix)
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        return self.inner.open_uploads(prefix)
+
+    def abort_uploads(self, prefix: str) -> int:
+        return self.inner.abort_uploads(prefix)
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def locator(self) -> dict[str, Any]:
+        return self.inner.locator()
+
+    def deployment_environment(self) -> dict[str, str]:
+        return self.inner.deployment_environment()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"<CountedStorage of {self.inner!r}>"

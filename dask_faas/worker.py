@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from . import protocol, serialize
+from . import capture, protocol, serialize
 from .backends.storage import Storage, storage_from_locator
 from .exceptions import FunctionMemoryError, SerializationError
 from .protocol import Invocation, Ref, Response
-from .store import SignedStore
+from .store import CountedStorage, SignedStore
 
 __all__ = [
     "MEMORY_ENV",
@@ -145,7 +145,9 @@ class Runtime:
         :func:`container_memory_mb` (enforced on this process from now on, when known)."""
         return cls(protocol.key_from_environ(), memory_mb=container_memory_mb())
 
-    def handle(self, payload: bytes | memoryview, memory_mb: int | None = None) -> bytes:
+    def handle(
+        self, payload: bytes | memoryview, memory_mb: int | None = None, request_id: str | None = None
+    ) -> bytes:
         """Run one invocation payload and return the sealed response.
 
         A payload that fails its signature or version check raises (the platform reports the
@@ -159,30 +161,40 @@ class Runtime:
             A limit of this call alone (the local pool's per-call ``memory_mb``): what the call may
             allocate on top of the process as it is when the call begins, enforced while it runs.
             For one call at a time: the limit is the whole process's.
+        request_id : str, optional
+            The platform's id of this invocation (returned in the response's stats).
         """
-        started = time.perf_counter()
+        began, started = time.time(), time.perf_counter()
         inv: Invocation = protocol.unseal(payload, self._key, what="invocation payload")
         warm = self.invocations > 0
         self.invocations += 1
         token = None
         mark: _StartMark | None = None
         fn: Any = None
+        running_s = 0.0
         limits = [mb for mb in (memory_mb, self.memory_mb) if mb is not None]
         limit_mb = min(limits) if limits else None  # the one a MemoryError is reported against
+        storage = CountedStorage(storage_from_locator(inv.storage))
+        capture.reset_peak_memory()
+        output = capture.OutputCapture(inv.log_bytes)
         # warnings pass this process's filters (catch_warnings starts their "once per location"
         # memory afresh), are kept once per location, and are issued again on the client
         caught = serialize.WarningRecorder()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), output:
             warnings.showwarning = caught.record
             try:
                 with MemoryLimit(memory_mb) if memory_mb is not None else contextlib.nullcontext():
-                    store = SignedStore(storage_from_locator(inv.storage), self._key, inv.prefix)
+                    store = SignedStore(storage, self._key, inv.prefix)
                     context = Context(store, inv.call, inv.attempt, inv.delivery)
                     token = _current.set(context)
                     mark = _StartMark(store, inv)
                     fn = self._function(store, inv.function)
                     calls = serialize.loads(self._read(store, inv.args))
-                    results = [fn(*args, **kwargs) for args, kwargs in calls]
+                    running = time.perf_counter()
+                    try:
+                        results = [fn(*args, **kwargs) for args, kwargs in calls]
+                    finally:
+                        running_s = time.perf_counter() - running
                     value = self._output(context, inv.inline_limit, _dumps_results(results))
                 ok = True
             except BaseException as exc:  # report everything, KeyboardInterrupt included
@@ -198,14 +210,29 @@ class Runtime:
                 if token is not None:
                     _current.reset(token)
                 marked = mark.cancel() if mark is not None else False
-        stats = {"pid": os.getpid(), "warm": warm, "seconds": time.perf_counter() - started}
-        stats.update(delivery=inv.delivery, marked=marked)
-        response = Response(inv.call, inv.attempt, ok, value, stats, caught.dumps())
+        inline = 0 if isinstance(value, Ref) else len(value)
+        stats = {
+            "pid": os.getpid(),
+            "warm": warm,
+            "seconds": time.perf_counter() - started,
+            "delivery": inv.delivery,
+            "marked": marked,
+            "started": began,
+            "ended": time.time(),
+            "running_s": running_s,
+            "bytes_in": len(payload) + storage.bytes_read,
+            "bytes_out": inline + storage.bytes_written,
+            "peak_memory_mb": capture.peak_memory_mb(),
+            "request_id": request_id,
+            "requests": storage.counts(),
+        }
+        response = Response(inv.call, inv.attempt, ok, value, stats, caught.dumps(), output.text)
         return protocol.seal(response, self._key)
 
-    def handle_json(self, event: Any) -> dict[str, str]:
+    def handle_json(self, event: Any, request_id: str | None = None) -> dict[str, str]:
         """:meth:`handle` for platforms whose events are JSON (Lambda, OpenWhisk):
-        ``{"dask_faas": "<base64 payload>"}`` -> ``{"dask_faas": "<base64 response>"}``.
+        ``{"dask_faas": "<base64 payload>"}`` -> ``{"dask_faas": "<base64 response>"}``;
+        ``request_id`` is the platform's id of the invocation.
 
         Raises
         ------
@@ -223,7 +250,8 @@ class Runtime:
             payload = base64.b64decode(encoded, validate=True)
         except binascii.Error as exc:
             raise ValueError(f"the event's {protocol.JSON_FIELD!r} is not base64: {exc}") from None
-        return {protocol.JSON_FIELD: base64.b64encode(self.handle(payload)).decode("ascii")}
+        reply = self.handle(payload, request_id=request_id)
+        return {protocol.JSON_FIELD: base64.b64encode(reply).decode("ascii")}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -364,18 +392,6 @@ def container_memory_mb(environ: Mapping[str, str] | None = None) -> int | None:
     return None
 
 
-def _status_bytes(name: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` in bytes (None where there is no such file)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(name + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 class MemoryLimit:
     """A memory limit enforced by this process on itself: a soft ``RLIMIT_DATA``.
 
@@ -415,12 +431,12 @@ class MemoryLimit:
             False where this system cannot tell the process's data size (no ``/proc``): then
             nothing is set and the platform's own limit is the only one.
         """
-        data = _status_bytes("VmData")
+        data = capture.status_bytes("VmData")
         if data is None:
             return False
         allowance = self.memory_mb * 2**20
         if self.whole_instance:
-            allowance -= (_status_bytes("VmRSS") or 0) + int(allowance * INSTANCE_RESERVE)
+            allowance -= (capture.status_bytes("VmRSS") or 0) + int(allowance * INSTANCE_RESERVE)
         os.environ.setdefault("MIMALLOC_ARENA_RESERVE", "64MiB")  # read when pyarrow loads
         soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
         self._previous = (soft, hard)

@@ -14,7 +14,8 @@ reports it on ``/runtime/invocation/{id}/error`` and Invoke answers with
 
 One :class:`~dask_faas.worker.Runtime` is made at the first invocation (its signing key comes from the
 function's configuration) and kept warm for the life of the process. Standard output and error are
-left as ``awslambdaric`` sets them: what functions print goes to the function's log.
+left as ``awslambdaric`` sets them: what functions print goes to the function's log (and, teed
+while the call runs, into the response, see :mod:`dask_faas.capture`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def handler(event: Any, context: Any) -> dict[str, str]:
     event : dict
         The Invoke request's body, parsed by ``awslambdaric``.
     context : awslambdaric.lambda_context.LambdaContext
-        The invocation's context (unused: deadlines travel in the payload).
+        The invocation's context: its ``aws_request_id`` goes into the invocation's record
+        (deadlines travel in the payload).
 
     Raises
     ------
@@ -43,4 +45,4 @@ def handler(event: Any, context: Any) -> dict[str, str]:
     ValueError
         For an event that holds no base64 payload.
     """
-    return warm_runtime().handle_json(event)
+    return warm_runtime().handle_json(event, request_id=context.aws_request_id)

@@ -32,6 +32,7 @@ run; a request beyond that many waits for a thread. The service must set ``DASK_
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import os
 import sys
@@ -104,7 +105,10 @@ class Function:
             return await _respond(send, 400, b"the request has no body (a sealed invocation)\n")
         try:
             loop = asyncio.get_running_loop()
-            reply = await loop.run_in_executor(self._pool, self._runtime.handle, payload)
+            # the CloudEvent's id, else the request id Knative's ingress (or its router) set
+            request_id = (headers.get(b"ce-id") or headers.get(b"x-request-id") or b"").decode() or None
+            call = functools.partial(self._runtime.handle, payload, request_id=request_id)
+            reply = await loop.run_in_executor(self._pool, call)
         except Exception as exc:
             kinds = {cls.__name__ for cls in type(exc).__mro__}  # the worker's exception types, by name
             status = 403 if "IntegrityError" in kinds else 400 if "ProtocolError" in kinds else 500

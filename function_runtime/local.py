@@ -7,8 +7,9 @@ the call's memory limit, 0 for none: the runtime enforces it in this process, se
 :class:`dask_faas.worker.MemoryLimit`) and answers each with a frame ``<8-byte length><reply>`` on
 the original stdout, whose first byte says ``0`` (a sealed response follows) or ``1`` (the runtime
 itself failed, an error text follows, as a platform's "unhandled function error"). The function's
-own prints go to stderr, so they cannot corrupt the protocol. A frame of length 0 (or the end of
-stdin) stops it.
+own prints go to stderr, so they cannot corrupt the protocol (and, while a call runs, into its
+response too). A frame of length 0 (or the end of stdin) stops it. The platform's request id of
+an invocation is ``<pid>-<n>``, its sequence number in the process.
 
 SIGINT is ignored. A terminal's Ctrl-C goes to its whole foreground process group, which includes
 the pool, but a function (as on any remote platform) is stopped by its platform, not by the client's
@@ -53,6 +54,7 @@ def main() -> None:
     os.dup2(2, 1)  # print() inside functions goes to stderr
     sys.stdout = sys.stderr
     stdin_fd = sys.stdin.fileno()
+    sequence = 0  # the request id of an invocation is <pid>-<sequence>
     while True:
         header = _read_exactly(stdin_fd, _HEADER.size)
         if header is None:
@@ -63,8 +65,10 @@ def main() -> None:
         payload = _read_exactly(stdin_fd, length)
         if payload is None:
             return
+        sequence += 1
         try:
-            reply = b"\0" + runtime.handle(payload, memory_mb=memory_mb or None)
+            request_id = f"{os.getpid()}-{sequence}"
+            reply = b"\0" + runtime.handle(payload, memory_mb=memory_mb or None, request_id=request_id)
         except Exception as exc:  # a payload the runtime refuses: answer, stay warm
             reply = b"\1" + f"{type(exc).__name__}: {exc}".encode()
         _write_all(reply_fd, _LENGTH.pack(len(reply)) + reply)

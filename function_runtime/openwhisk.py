@@ -52,6 +52,8 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     ----------
     args : dict
         The action's parameters; ``args["dask_faas"]`` holds the base64 of the sealed invocation.
+        The activation's id (``__OW_ACTIVATION_ID``, set by the action proxy) goes into the
+        invocation's record.
 
     Returns
     -------
@@ -67,7 +69,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(args, dict) or not isinstance(args.get("dask_faas"), str):
         raise ValueError("the action expects the parameter 'dask_faas' holding a base64 payload")
     try:
-        return warm_runtime().handle_json(args)
+        return warm_runtime().handle_json(args, request_id=os.environ.get("__OW_ACTIVATION_ID"))
     except ValueError:
         raise
     except Exception as exc:  # refused by the runtime (signature, version, no key): the platform reports it

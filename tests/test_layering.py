@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "function side",
         (
             "dask_faas.store",
+            "dask_faas.capture",
             "dask_faas.worker",
             "dask_faas.tasks",
             "dask_faas.exchange",
@@ -52,6 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dask_faas.job",
             "dask_faas.deadlines",
             "dask_faas.session",
+            "dask_faas.records",
             "dask_faas.dispatch",
             "dask_faas.executor",
         ),
@@ -73,7 +75,20 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("dask_faas.partition", "dask_faas.dataframe", "dask_faas.writers")),
     # what users touch: the Lithops facade, deployment of the runtimes, the command line, test tools
     # (the emulators among them), the package's names
-    ("surface", ("dask_faas.compat", "dask_faas.deploy", "dask_faas.cli", "dask_faas.testing", "dask_faas")),
+    # (the performance report and the timeline plot read records and reports)
+    (
+        "surface",
+        (
+            "dask_faas.compat",
+            "dask_faas.deploy",
+            "dask_faas.cli",
+            "dask_faas.cli_storage",
+            "dask_faas.testing",
+            "dask_faas.performance",
+            "dask_faas.plot",
+            "dask_faas",
+        ),
+    ),
     # the platforms' entry points: they import dask_faas.worker only (checked below)
     ("entry points", ("function_runtime",)),
 ]
@@ -83,6 +98,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("dask_faas.executor", "dask_faas.scheduler"): (
         "FaasExecutor.__call__ and .persist: the one documented lazy hook, so that "
         "dask.compute(x, scheduler=executor) runs faas_get (imported inside those methods only)"
+    ),
+    ("dask_faas.executor", "dask_faas.plot"): (
+        "FaasExecutor.plot: a one-line delegation to the timeline drawing, imported inside the method "
+        "only (matplotlib is an optional extra)"
     ),
 }
 

@@ -1,0 +1,208 @@
+"""What a function measures and captures about one invocation (imports neither pandas nor a cloud SDK).
+
+- :class:`OutputCapture`: the invocation's ``sys.stdout``, ``sys.stderr`` and root-logger records,
+  kept up to a cap (``faas.logs.max-bytes``) with a marker line saying how many bytes were dropped.
+  What is printed still reaches the stream it reached before (the platform's log): the streams are
+  teed, not replaced, and only while an invocation runs. Calls running at once on threads of one
+  instance (Knative) each keep their own output (a context variable says whose it is); output of a
+  thread the call started itself is kept when that call is the only one running.
+- :func:`reset_peak_memory` and :func:`peak_memory_mb`: the process's peak resident memory during
+  the call (Linux's ``VmHWM``, reset through ``/proc/self/clear_refs``; else ``getrusage``'s
+  lifetime peak).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import resource
+import sys
+import threading
+from types import TracebackType
+from typing import Any, TextIO
+
+__all__ = ["OutputCapture", "peak_memory_mb", "reset_peak_memory", "status_bytes"]
+
+_sink: contextvars.ContextVar[_Capped | None] = contextvars.ContextVar("dask_faas_output", default=None)
+_lock = threading.Lock()
+_active: list[_Capped] = []
+_saved: tuple[TextIO, TextIO] | None = None
+
+
+class _Capped:
+    """Text kept up to ``max_bytes`` (UTF-8); what comes after is counted, not kept."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        with self._lock:
+            room = self.max_bytes - self.size
+            if len(data) <= room:
+                self.parts.append(text)
+                self.size += len(data)
+                return
+            if room > 0:
+                self.parts.append(data[:room].decode("utf-8", "ignore"))
+                self.size = self.max_bytes
+            self.dropped += len(data) - max(room, 0)
+
+    def text(self) -> str:
+        with self._lock:
+            kept = "".join(self.parts)
+            if self.dropped:
+                if kept and not kept.endswith("\n"):
+                    kept += "\n"
+                kept += (
+                    f"[dask-faas: output truncated at faas.logs.max-bytes={self.max_bytes}: "
+                    f"{self.dropped} more bytes dropped]\n"
+                )
+            return kept
+
+
+def _owner() -> _Capped | None:
+    """The capture this thread writes to: its call's, or the only one running."""
+    sink = _sink.get()
+    if sink is not None:
+        return sink
+    with _lock:
+        return _active[0] if len(_active) == 1 else None
+
+
+class _Tee:
+    """A text stream that writes to the original and to the running call's capture."""
+
+    def __init__(self, original: TextIO) -> None:
+        self._original = original
+
+    def write(self, text: str) -> int:
+        owner = _owner()
+        if owner is not None:
+            owner.write(text)
+        return self._original.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, buffer, encoding, isatty ... of the original
+        return getattr(self._original, name)
+
+
+class _Handler(logging.Handler):
+    """Root-logger records of the running call, into its capture."""
+
+    def __init__(self, sink: _Capped) -> None:
+        super().__init__(logging.NOTSET)
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _owner() is not self.sink:
+            return
+        try:
+            self.sink.write(self.format(record) + "\n")
+        except Exception:  # a record that cannot be formatted: logging's own report
+            self.handleError(record)
+
+
+class OutputCapture:
+    """Capture one invocation's output while a ``with`` block runs.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Most bytes kept; 0 captures nothing.
+
+    Attributes
+    ----------
+    text : str
+        What was captured (after the block), with the truncation marker when bytes were dropped.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.text = ""
+        self._sink: _Capped | None = None
+        self._token: contextvars.Token[_Capped | None] | None = None
+        self._handler: _Handler | None = None
+
+    def __enter__(self) -> OutputCapture:
+        global _saved
+        if self.max_bytes <= 0:
+            return self
+        self._sink = sink = _Capped(self.max_bytes)
+        with _lock:
+            if not _active:  # tee the streams while any call captures
+                _saved = (sys.stdout, sys.stderr)
+                sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)  # type: ignore[assignment]
+            _active.append(sink)
+        self._token = _sink.set(sink)
+        self._handler = _Handler(sink)
+        logging.getLogger().addHandler(self._handler)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _saved
+        sink = self._sink
+        if sink is None:
+            return
+        logging.getLogger().removeHandler(self._handler)  # type: ignore[arg-type]
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if self._token is not None:
+            _sink.reset(self._token)
+        with _lock:
+            _active.remove(sink)
+            if not _active and _saved is not None:
+                out, err = _saved
+                if isinstance(sys.stdout, _Tee):  # unless the call replaced them for good
+                    sys.stdout = out
+                if isinstance(sys.stderr, _Tee):
+                    sys.stderr = err
+                _saved = None
+        self.text = sink.text()
+
+
+def status_bytes(name: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reset_peak_memory() -> bool:
+    """Start the process's peak resident memory afresh (Linux's ``clear_refs``); False where it
+    cannot be (the peak is then the process's lifetime one)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_memory_mb() -> float | None:
+    """The process's peak resident memory in MiB since :func:`reset_peak_memory` (or its start)."""
+    peak = status_bytes("VmHWM")
+    if peak is not None:
+        return peak / 2**20
+    try:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except (OSError, ValueError):
+        return None
