@@ -211,7 +211,7 @@ def _logs(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         for job in found:
             print(job)
         if not found:
-            print("no job logs (directory: setting faas.logs.directory)", file=sys.stderr)
+            print(f"no job logs in {records.log_directory(settings)} (faas.logs.directory)", file=sys.stderr)
         return 0
     sys.stdout.write(records.read_logs(args.job, args.call, settings))
     return 0

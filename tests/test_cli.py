@@ -231,3 +231,39 @@ def test_a_missing_bucket_is_named(tmp_path, s3_endpoint):
         error = cli(*command, code=1)
         assert "no-such-bucket-for-the-cli" in error, error
     assert all(SENTINEL_SECRET not in text for text in cli.outputs)
+
+
+def chatty(n: int) -> int:
+    """Inside a function: print, log, and print past the cap."""
+    import logging
+
+    print(f"printed by call {n}")
+    logging.getLogger("chatty").warning("logged by call %d", n)
+    if n == 1:
+        print("z" * 5000)
+    return n
+
+
+def test_logs_shows_what_a_real_job_printed(tmp_path, storage_root, make_executor):
+    logs = tmp_path / "logs"
+    ex = make_executor(logs={"directory": str(logs), "max-bytes": 1024})
+    futures = [ex.submit(chatty, n) for n in range(2)]
+    assert [f.result(timeout=TIMEOUT_S) for f in futures] == [0, 1]
+    ex.shutdown()
+    cli = local_cli(tmp_path, storage_root)
+
+    assert ex.job_id in cli("logs").split()
+    text = cli("logs", ex.job_id, dask=True)
+    for n in range(2):
+        assert f"printed by call {n}" in text and f"logged by call {n}" in text, text
+    assert "output truncated at faas.logs.max-bytes=1024" in text and "z" * 5000 not in text, text
+    assert text == ex.logs()
+    calls = sorted(set(ex.invocations()["call"]))
+    assert len(calls) == 2, calls
+    one = cli("logs", ex.job_id, calls[0])
+    assert one and one in text and len(one) < len(text), one
+
+    error = cli("logs", "f00df00df00d", code=1)
+    assert error.startswith("dask-faas logs: ") and "f00df00df00d" in error and str(logs) in error, error
+    empty = Cli(tmp_path, logs__directory=str(tmp_path / "no-logs"))
+    assert empty("logs") == "" and str(tmp_path / "no-logs") in empty.outputs[-1]
