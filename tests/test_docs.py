@@ -39,7 +39,6 @@ TIMEOUT_S = 300  # a bound against hangs; a page takes a few seconds
 #: bash blocks of commands other than dask-faas's own (named by their first command).
 NOT_RUN: set[tuple[str, str]] = {
     ("dask-test-suites.md", "not a dask-faas command: SITE=$(python"),  # tests/test_dask_suites.py runs it
-    ("moving-from-lithops.md", "needs the lithops package and a Lithops configuration"),
     ("quickstart-images.md", "installs packages from PyPI"),
     ("quickstart-monte-carlo.md", "deploys to AWS Lambda: needs an AWS account and an image in ECR"),
     ("quickstart-monte-carlo.md", "installs packages from PyPI"),
