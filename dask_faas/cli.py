@@ -38,7 +38,7 @@ import click
 import yaml
 
 from . import cli_storage, config
-from .backends.storage import storage_from_settings
+from .backends.storage import Storage, storage_from_settings
 from .exceptions import FaasError
 
 __all__ = ["dask_cli", "main"]
@@ -200,7 +200,8 @@ def _storage_command(args: argparse.Namespace, settings: dict[str, Any]) -> int:
             return cli_storage.print_listing(storage, root if args.prefix is None else args.prefix)
         return cli_storage.clean(storage, root, args.jobs, yes=args.yes)
     finally:
-        storage.close()
+        if not isinstance(settings["storage"], Storage):  # built here, not handed in by the caller
+            storage.close()
 
 
 def _logs(args: argparse.Namespace, settings: dict[str, Any]) -> int:
