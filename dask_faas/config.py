@@ -72,8 +72,9 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return settings
 
 
-def positive(settings: Mapping[str, Any], name: str, kind: type = float) -> Any:
-    """``settings[name]`` converted to ``kind`` and checked to be positive, or a ConfigError."""
+def positive(settings: Mapping[str, Any], name: str, kind: type = float, setting: str | None = None) -> Any:
+    """``settings[name]`` converted to ``kind`` and checked to be positive, or a ConfigError naming
+    ``faas.<setting>`` (default: ``name``)."""
     value = settings[name]
     try:
         converted = kind(value)
@@ -81,7 +82,7 @@ def positive(settings: Mapping[str, Any], name: str, kind: type = float) -> Any:
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError(
-            f"setting 'faas.{name}' must be a positive {kind.__name__}, got {value!r}"
+            f"setting 'faas.{setting or name}' must be a positive {kind.__name__}, got {value!r}"
         ) from None
     return converted
 

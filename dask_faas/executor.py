@@ -126,6 +126,14 @@ class FaasExecutor(cf.Executor):
             retry_on=config.exception_types(s, "retry-on"),
         )
         self._progress = bool(s["progress"])
+        logs = s["logs"] or {}
+        log_bytes = _non_negative_int(logs, "max-bytes", "logs.max-bytes")
+        keep_jobs = config.positive(logs, "keep-jobs", int, "logs.keep-jobs")
+        forward = _boolean(logs, "forward", "logs.forward")
+        #: The invocation records of this executor (see :meth:`invocations`).
+        self.records = records.Recorder(
+            config.positive(s, "records-kept", int), enabled=_boolean(s, "records", "records")
+        )
         backend_cls: type[ComputeBackend] = compute_registry.load(s["backend"])
         _check_limits(backend_cls, options)
         backups = BackupRule() if _backups(s, backend_cls) else None
@@ -150,16 +158,8 @@ class FaasExecutor(cf.Executor):
         self._counted = CountedStorage(storage_obj)
         self._job = job = Job(self._counted, key, s["prefix"], _ship_modules(s, backend_cls))
         start_deadline = config.positive(s, "start-deadline-s")
-        logs = s["logs"] or {}
-        log_bytes = _non_negative_int(logs, "max-bytes", "logs.max-bytes")
-        #: The invocation records of this executor (see :meth:`invocations`).
-        self.records = records.Recorder(
-            config.positive(s, "records-kept", int), enabled=_boolean(s, "records", "records")
-        )
-        writer = records.LogWriter(records.log_directory(s), job.id, config.positive(logs, "keep-jobs", int))
-        observer = records.Observer(
-            job.id, backend_cls.name, self.records, writer, _boolean(logs, "forward", "logs.forward")
-        )
+        writer = records.LogWriter(records.log_directory(s), job.id, keep_jobs)
+        observer = records.Observer(job.id, backend_cls.name, self.records, writer, forward)
         self._calls = calls = Dispatcher(
             backend_obj, job, key, inline_limit, options, start_deadline, backups, observer, log_bytes
         )

@@ -261,6 +261,7 @@ def estimate_cost(
     gb_s: float,
     invocations: int,
     storage_requests: Mapping[str, int] | None = None,
+    storage: str = "s3",
 ) -> float:
     """An estimate in USD: the platform's GB-seconds and requests, and the storage requests.
 
@@ -279,6 +280,9 @@ def estimate_cost(
         How many invocations ran.
     storage_requests : mapping, optional
         Storage requests by kind (:data:`REQUEST_KINDS`); deletes are free.
+    storage : str
+        The entry of ``prices`` for the storage's requests (the storage's name); none there (the
+        local directory): free.
 
     Raises
     ------
@@ -287,16 +291,17 @@ def estimate_cost(
     """
     entry = _entry(prices, platform)
     if not isinstance(entry, Mapping):
-        known = ", ".join(sorted(k for k in prices if k != "s3"))
+        known = ", ".join(sorted(prices))
         raise ConfigError(f"setting 'faas.prices' has no entry {platform!r} (it has: {known})")
     cost = gb_s * _price(entry, platform, "gb-s") + invocations * _price(entry, platform, "request")
     if entry.get("vcpu-s"):
         cost += gb_s * _price(entry, platform, "vcpu-per-gb") * _price(entry, platform, "vcpu-s")
     requests = storage_requests or {}
-    s3 = _entry(prices, "s3") or {}
+    table = _entry(prices, storage) or {}
     writes = requests.get("put", 0) + requests.get("list", 0)
     reads = requests.get("get", 0) + requests.get("head", 0)
-    cost += writes / 1000 * _price(s3, "s3", "put-per-1000") + reads / 1000 * _price(s3, "s3", "get-per-1000")
+    cost += writes / 1000 * _price(table, storage, "put-per-1000")
+    cost += reads / 1000 * _price(table, storage, "get-per-1000")
     return cost
 
 

@@ -26,6 +26,7 @@ import dask
 
 from . import graph, records, shuffle
 from .engine import GraphRun
+from .exceptions import ConfigError
 from .executor import FaasExecutor
 from .fusion import fuse_partitionwise
 
@@ -149,7 +150,6 @@ def compute_with(
             requests[kind] = requests.get(kind, 0) + count
         running = sum(r.running_s or 0.0 for r in seen)
         gb_s = sum((r.running_s or 0.0) * r.memory_mb / 1024 for r in seen)
-        settings = executor.settings
         report = ComputeReport(
             run.tasks,
             run.executed,
@@ -165,17 +165,25 @@ def compute_with(
             client_s=max(0.0, seconds - _covered(seen, wall_started)),
             storage_requests=requests,
             gb_s=gb_s,
-            cost_usd=records.estimate_cost(
-                settings["prices"],
-                records.price_key(executor.backend.name, settings),
-                gb_s,
-                stats["invocations"] - invocations,
-                requests,
-            ),
+            cost_usd=_cost(executor, gb_s, stats["invocations"] - invocations, requests),
         )
         executor.last_report = report
         records.publish_compute(report)
         logger.info("faas_get: %s", report)
+
+
+def _cost(executor: FaasExecutor, gb_s: float, invocations: int, requests: dict[str, int]) -> float:
+    """:func:`records.estimate_cost` from the executor's ``faas.prices``; NaN (and a warning) when
+    they have no price for its platform, or a price is no number."""
+    settings = executor.settings
+    platform = records.price_key(executor.backend.name, settings)
+    try:
+        return records.estimate_cost(
+            settings["prices"] or {}, platform, gb_s, invocations, requests, storage=executor.storage.name
+        )
+    except ConfigError as exc:
+        logger.warning("faas_get: no cost estimate: %s", exc)
+        return float("nan")
 
 
 def _delta(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:

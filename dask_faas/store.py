@@ -133,7 +133,10 @@ class CountedStorage(Storage):
     def get(
         self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
     ) -> bytes:
-        data = self.inner.get(key, start, end, version=version)
+        if version is None:  # storages of older signatures take no version
+            data = self.inner.get(key, start, end)
+        else:
+            data = self.inner.get(key, start, end, version=version)
         self._count("get", read=len(data))
         return data
 
