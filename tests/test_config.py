@@ -110,5 +110,5 @@ def test_retry_on_takes_exception_types_or_their_names():
     assert named == (ValueError, json.JSONDecodeError, OSError)
     with dask.config.set({"faas.retry-on": ["TimeoutError"]}):
         assert exception_types(resolve(), "retry-on") == (TimeoutError,)
-    # backups: "auto" by default (on for platforms deployed beforehand: tests/test_faults_retries.py)
+    # backups: "auto" by default (on for platforms deployed beforehand: tests/test_faults.py, row 21)
     assert resolve()["backups"] == "auto"

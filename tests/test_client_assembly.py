@@ -6,9 +6,9 @@ partition, their concatenation and the pickle of it, so a 200 MiB array or dataf
 than the default ``memory_mb=1024``. That task now runs on the client, from the references of its
 inputs (its result reaches the client anyway); user tasks still run in functions.
 
-To be merged into ``tests/test_faults.py``. Every executor here is the embedded default (local pool
-of 2 processes, ``memory_mb=1024``) and ``make_executor`` checks that its job prefix is empty at the
-end.
+Not a row of the faults matrix (``tests/test_faults.py``): the scheduler's behaviour. Every executor
+here is the embedded default (local pool of 2 processes, ``memory_mb=1024``) and ``make_executor``
+checks that its job prefix is empty at the end.
 """
 
 from __future__ import annotations
