@@ -112,6 +112,21 @@ class _Handler(logging.Handler):
             self.sink.write(self.format(record) + "\n")
         except Exception:  # a record that cannot be formatted: logging's own report
             self.handleError(record)
+        last = logging.lastResort
+        # without the captures' handlers, logging's last resort would have printed the record: it
+        # still does, to the stream it used before the capture began (the platform's log)
+        if last is not None and record.levelno >= last.level and _saved and _only_handlers(record.name):
+            _saved[1].write(record.getMessage() + "\n")
+
+
+def _only_handlers(name: str) -> bool:
+    """Whether the captures' handlers are all a record of logger ``name`` reaches."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        if any(not isinstance(h, _Handler) for h in logger.handlers):
+            return False
+        logger = logger.parent if logger.propagate else None
+    return True
 
 
 class OutputCapture:

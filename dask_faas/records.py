@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -329,13 +330,30 @@ def log_directory(settings: Mapping[str, Any] | None = None) -> str:
 
 
 def log_jobs(settings: Mapping[str, Any] | None = None) -> list[str]:
-    """The jobs whose logs the log directory holds, oldest first."""
+    """The jobs whose logs the log directory holds, oldest first.
+
+    Only directories named like a job id and holding nothing but ``.log`` files count (and are
+    ever deleted by the retention of ``faas.logs.keep-jobs``): others are left alone.
+    """
     root = log_directory(settings)
     try:
-        entries = [e for e in os.scandir(root) if e.is_dir()]
+        entries = [
+            e for e in os.scandir(root) if e.is_dir() and _JOB_ID.fullmatch(e.name) and _only_logs(e.path)
+        ]
     except FileNotFoundError:
         return []
     return [e.name for e in sorted(entries, key=lambda e: (e.stat().st_mtime, e.name))]
+
+
+#: A job id (:attr:`dask_faas.job.Job.id`).
+_JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _only_logs(path: str) -> bool:
+    try:
+        return all(e.is_file() and e.name.endswith(".log") for e in os.scandir(path))
+    except OSError:
+        return False
 
 
 def log_name(call: str, attempt: int, delivery: str) -> str:

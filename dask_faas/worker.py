@@ -97,8 +97,13 @@ class Context:
 
     @property
     def storage(self) -> Storage:
-        """The storage client of the job (credentials from this function's deployment)."""
-        return self.store.storage
+        """The storage client of the job (credentials from this function's deployment).
+
+        The storage itself, not the counting view of :attr:`store` (whose requests go into the
+        invocation's record), so that code which asks for its type finds it.
+        """
+        storage = self.store.storage
+        return storage.inner if isinstance(storage, CountedStorage) else storage
 
 
 _current: contextvars.ContextVar[Context] = contextvars.ContextVar("dask_faas_context")
