@@ -214,6 +214,15 @@ def test_the_blocks_that_do_not_run_are_the_listed_ones():
     assert not marked_elsewhere, "no-run marks only python and bash blocks"
 
 
+def test_relative_links_and_images_of_the_pages_exist():
+    missing = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                missing.append(f"docs/{page.name}: {target}")
+    assert not missing, f"links to nothing: {missing}"
+
+
 def test_every_page_is_linked_from_the_index():
     index = (DOCS / "index.md").read_text()
     missing = [p.name for p in PAGES if p.name != "index.md" and f"({p.name})" not in index]
