@@ -24,6 +24,7 @@ def run_example(name: str, *args: str, root: Path) -> str:
     env = {
         **os.environ,
         "DASK_FAAS__LOCAL_STORAGE__ROOT": str(root),
+        "DASK_FAAS__LOGS__DIRECTORY": str(root.parent / "logs"),  # not the user's ~/.cache
         "PYTHONUNBUFFERED": "1",
     }
     done = subprocess.run(
