@@ -48,16 +48,22 @@ pandas at import time. Its private modules:
 
 from __future__ import annotations
 
+from . import config, executors, future, retries, storage
 from ._executor import (
     FunctionExecutor,
     LocalhostExecutor,
     ServerlessExecutor,
+    StandaloneExecutor,
     function_executor,
     ibm_cf_executor,
     local_executor,
 )
 from ._futures import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FuturesList, ResponseFuture
 from ._objects import CloudObject
+from .retries import RetryingFunctionExecutor
+from .storage import Storage
+from .version import __version__
+from .wait import get_result, wait
 
 __all__ = [
     "ALL_COMPLETED",
@@ -68,8 +74,19 @@ __all__ = [
     "FuturesList",
     "LocalhostExecutor",
     "ResponseFuture",
+    "RetryingFunctionExecutor",
     "ServerlessExecutor",
+    "StandaloneExecutor",
+    "Storage",
+    "__version__",
+    "config",
+    "executors",
     "function_executor",
+    "future",
+    "get_result",
     "ibm_cf_executor",
     "local_executor",
+    "retries",
+    "storage",
+    "wait",
 ]

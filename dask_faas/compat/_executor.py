@@ -8,13 +8,16 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import worker
 from ._binding import as_list, bind, parameter_names
-from ._config import faas_settings, s3_storage_options, warn_ignored
+from ._calls import data_of, lithops_keywords, options_for
+from ._config import config_from_files, faas_settings, s3_storage_options, split_ignored, warn_ignored
 from ._function import UserFunction
-from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, fan_out, wait_for
+from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, fan_out, results_of, wait_for
 from ._map_reduce import groups_by_object, map_reduce_graph, run_graph
 from ._objects import expand_objects
-from ._storage import StorageClient
+from ._storage import LITHOPS_NAMES, StorageClient
+from ._stored import register
 
 if TYPE_CHECKING:
     from ..executor import FaasExecutor
@@ -67,14 +70,30 @@ class FunctionExecutor:
         storage_options: dict[str, Any] | None = None,
         **settings: Any,
     ) -> None:
+        if mode == "localhost" and backend is None:
+            backend = "localhost"
+        mode = None if mode in ("localhost", "serverless") else mode
+        settings, ignored = split_ignored({**settings, "mode": mode, "monitoring": monitoring})
+        warn_ignored(ignored, "FunctionExecutor")
+        backend = backend or settings.pop("compute_backend", None)
+        storage = storage or settings.pop("storage_backend", None)
         if config_file is not None:
-            raise NotImplementedError("config_file: use dask's config files (faas: section) instead")
+            from .config import load_yaml_config
+
+            config = load_yaml_config(config_file)
+        elif config is None and executor is None:
+            config = config_from_files()
+        self.config: dict[str, Any] = config or {"lithops": {}}
         self._owned = executor is None
         if executor is None:
             from ..executor import FaasExecutor  # not at import: functions import this package light
 
-            executor = FaasExecutor(**faas_settings(config, backend, storage, settings))
+            faas = faas_settings(config, backend, storage, settings)
+            if "storage" not in faas:
+                faas["storage"] = _job_storage()
+            executor = FaasExecutor(**{k: v for k, v in faas.items() if v is not None})
         self._ex = executor
+        register(executor.session.store)
         self.executor_id = executor.job_prefix.rsplit("/", 1)[-1]
         self.backend = executor.settings["backend"]
         self.futures: list[ResponseFuture] = []
@@ -84,6 +103,7 @@ class FunctionExecutor:
         if storage_options is None:
             storage_options = s3_storage_options(executor.settings.get("s3") or {})
         self._storage_options = storage_options
+        self._warned: set[str] = set()
 
     @property
     def executor(self) -> FaasExecutor:
@@ -92,8 +112,12 @@ class FunctionExecutor:
 
     @property
     def storage(self) -> StorageClient:
-        """A Lithops-style storage client of the executor's storage, on the client."""
-        return StorageClient(self._ex.storage)
+        """A Lithops-style storage client of the executor's storage, on the client (its
+        cloudobjects live under the executor's job prefix, deleted with it)."""
+        backend = (self.config.get("lithops") or {}).get("storage")
+        storage = self._ex.storage
+        name = backend if backend and backend != storage.name else LITHOPS_NAMES.get(storage.name)
+        return StorageClient(storage, backend=name, cloudobject_prefix=self._ex.job_prefix)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -106,11 +130,17 @@ class FunctionExecutor:
         timeout: float | None = None,
         include_modules: Any = None,
         exclude_modules: Any = None,
+        **pywren: Any,
     ) -> ResponseFuture:
-        """Run ``func`` once over ``data`` (tuple: positional, dict: by name, else the first parameter)."""
+        """Run ``func`` once over ``data`` (tuple: positional, dict: by name, else the first parameter).
+
+        ``runtime_memory`` (MiB) and ``timeout`` (s) set this call's limits.
+        """
         self.last_call = "call_async"
-        warn_ignored(extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout)
-        return self._map("A", func, self._calls(func, [data], None, None, None, "\n"), None)[0]
+        kw = self._keywords(pywren, extra_env=extra_env, include_modules=include_modules,
+                            exclude_modules=exclude_modules)
+        calls = self._calls(func, [data_of(data)], kw.get("extra_args"), None, None, "\n")
+        return self._map("A", func, calls, None, options_for(self._ex.session.options, runtime_memory, timeout))[0]
 
     def map(
         self,
@@ -126,14 +156,27 @@ class FunctionExecutor:
         timeout: float | None = None,
         include_modules: Any = None,
         exclude_modules: Any = None,
+        **pywren: Any,
     ) -> FuturesList:
-        """One call per element of ``map_iterdata`` (or per object/chunk for an ``obj`` function)."""
+        """One call per element of ``map_iterdata`` (or per object/chunk for an ``obj`` function).
+
+        Futures in ``map_iterdata`` are replaced by their results. ``runtime_memory`` (MiB) and
+        ``timeout`` (s) set the limits of these calls; PyWren-IBM's ``extra_params``,
+        ``chunk_size`` and ``chunk_n`` are understood.
+        """
         self.last_call = "map"
-        warn_ignored(extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout)
+        kw = self._keywords(pywren, extra_env=extra_env, include_modules=include_modules,
+                            exclude_modules=exclude_modules)
         calls = self._calls(
-            map_function, map_iterdata, extra_args, obj_chunk_size, obj_chunk_number, obj_newline
+            map_function,
+            data_of(map_iterdata),
+            kw.get("extra_args", extra_args),
+            kw.get("obj_chunk_size", obj_chunk_size),
+            kw.get("obj_chunk_number", obj_chunk_number),
+            obj_newline,
         )
-        return FuturesList(self._map("M", map_function, calls, chunksize), self)
+        options = options_for(self._ex.session.options, runtime_memory, timeout)
+        return FuturesList(self._map("M", map_function, calls, chunksize, options), self)
 
     def map_reduce(
         self,
@@ -154,24 +197,35 @@ class FunctionExecutor:
         spawn_reducer: int = 20,
         include_modules: Any = None,
         exclude_modules: Any = None,
+        **pywren: Any,
     ) -> FuturesList:
         """Map, then call ``reduce_function`` once over the list of map results (in order).
 
         The map results reach the reducer through object storage, as one Dask graph on the
-        executor; ``obj_reduce_by_key=True`` runs one reducer per object.
+        executor; ``obj_reduce_by_key=True`` (PyWren-IBM: ``reducer_one_per_object``) runs one
+        reducer per object. Its calls run with the executor's limits.
         """
         self.last_call = "map_reduce"
-        warn_ignored(
+        kw = self._keywords(
+            pywren,
             extra_env=extra_env,
+            include_modules=include_modules,
+            exclude_modules=exclude_modules,
             map_runtime_memory=map_runtime_memory,
             reduce_runtime_memory=reduce_runtime_memory,
             timeout=timeout,
         )
         calls, parts, locators = self._calls(
-            map_function, map_iterdata, extra_args, obj_chunk_size, obj_chunk_number, obj_newline
+            map_function,
+            data_of(map_iterdata),
+            kw.get("extra_args", extra_args),
+            kw.get("obj_chunk_size", obj_chunk_size),
+            kw.get("obj_chunk_number", obj_chunk_number),
+            obj_newline,
         )
+        by_key = kw.get("obj_reduce_by_key", obj_reduce_by_key)
         job = f"{next(self._jobs):03d}"
-        groups = groups_by_object(parts) if obj_reduce_by_key and parts else [range(len(calls))]
+        groups = groups_by_object(parts) if by_key and parts else [range(len(calls))]
         graph, map_keys, reduce_keys = map_reduce_graph(
             job, map_function, calls, locators, reduce_function, extra_args_reduce, groups
         )
@@ -220,16 +274,14 @@ class FunctionExecutor:
     ) -> Any:
         """The results of ``fs`` (default: every call not read yet), in call order.
 
-        A single value when there is one result and the last call was not ``map``.
+        A call that returned futures (a function that itself called an executor) gives their
+        results. A single value when there is one result and the last call was not ``map``.
         """
         futures = as_list(fs) if fs is not None else [f for f in self.futures if not f._read]
-        self.wait(futures, throw_except=throw_except, timeout=timeout)
-        results = []
-        for future in futures:
-            if future._produce_output:
-                results.append(future.result(throw_except=throw_except))
-                if fs is None:
-                    future._read = True
+        results = results_of(futures, throw_except, timeout)
+        if fs is None:
+            for future in futures:
+                future.mark_read()
         if len(results) == 1 and self.last_call != "map":
             return results[0]
         return results
@@ -247,6 +299,8 @@ class FunctionExecutor:
 
         Their map results kept in storage are deleted.
         """
+        if cs:
+            self.storage.delete_cloudobjects(as_list(cs))
         futures = as_list(fs) if fs is not None else list(self.futures)
         for future in futures:
             future._release(force)
@@ -265,8 +319,34 @@ class FunctionExecutor:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close()
 
-    def plot(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("plot: use executor.last_report or dask.diagnostics instead")
+    def plot(self, fs: Any = None, dst: str | None = None, figsize: Any = None) -> None:
+        """Lithops' ``plot``: the invocation timeline and histogram of this executor's calls, drawn
+        with matplotlib into ``<dst>.png`` (default ``./lithops-plot.png``); see
+        :meth:`dask_faas.FaasExecutor.plot`."""
+        target = dst or "lithops-plot"
+        self._ex.plot(target if target.endswith((".png", ".svg", ".pdf")) else f"{target}.png")
+
+    def job_summary(self, cloud_objects_n: int = 0) -> Any:
+        """One row per job: calls, invocations, errors, time span and GB-s (a pandas DataFrame),
+        from :meth:`dask_faas.FaasExecutor.invocations`."""
+        frame = self._ex.invocations()
+        if frame.empty:
+            return frame
+        spans = frame.assign(gb_s=frame["running_s"].fillna(0) * frame["memory_mb"] / 1024)
+        grouped = spans.groupby("prefix")
+        return grouped.agg(
+            calls=("call", "nunique"),
+            invocations=("call", "size"),
+            errors=("outcome", lambda o: int((o == "error").sum())),
+            submitted=("submitted", "min"),
+            ended=("ended", "max"),
+            gb_s=("gb_s", "sum"),
+        ).reset_index()
+
+    def call_stats(self, future: ResponseFuture) -> dict[str, Any]:
+        """Lithops' statistics of one call (empty: dask-faas cannot match a future to its
+        invocation record through a public interface yet)."""
+        return {}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -294,31 +374,64 @@ class FunctionExecutor:
         )
 
     def _map(
-        self, prefix: str, fn: Callable[..., Any], calls: _Calls, chunksize: int | None
+        self, prefix: str, fn: Callable[..., Any], calls: _Calls, chunksize: int | None, options: Any
     ) -> list[ResponseFuture]:
         """Submit the calls, ``chunksize`` calls per invocation; their futures, in call order."""
         data, _, locators = calls
         job = f"{prefix}{next(self._jobs):03d}"
         mapper = UserFunction(fn)
+        session = self._ex.session
         size = max(1, chunksize or 1)
+        label = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         if size == 1:
+            function = session.function(mapper)
             return [
-                self._future(self._ex.submit(mapper, kwargs, i, locators), job, i)
+                self._future(
+                    session.submit(function, [((kwargs, i, locators), {})], unwrap=True, options=options,
+                                   label=label),
+                    job,
+                    i,
+                )
                 for i, kwargs in enumerate(data)
             ]
+        function = session.function(mapper.batch)
         futures = []
         for start in range(0, len(data), size):
             batch = [(kwargs, start + i) for i, kwargs in enumerate(data[start : start + size])]
             targets: list[cf.Future[Any]] = [cf.Future() for _ in batch]
-            whole = self._ex.submit(mapper.batch, batch, locators)
+            whole = session.submit(function, [((batch, locators), {})], unwrap=True, options=options, label=label)
             whole.add_done_callback(functools.partial(fan_out, targets=targets))
             futures += [self._future(t, job, i) for t, (_, i) in zip(targets, batch, strict=True)]
         return futures
 
+    def _keywords(self, pywren: dict[str, Any], **given: Any) -> dict[str, Any]:
+        """Lithops' keywords of one call; the ignored ones are named in one warning per executor."""
+        kw, ignored = lithops_keywords({**pywren, **given})
+        for name in ("map_runtime_memory", "reduce_runtime_memory", "timeout"):
+            if kw.pop(name, None):
+                ignored.append(f"map_reduce's {name}")
+        new = [name for name in ignored if name not in self._warned]
+        self._warned.update(new)
+        warn_ignored(new, "set memory_mb / timeout_s on the executor" if any("map_reduce" in n for n in new)
+                     else "per call")
+        return kw
+
     def _future(self, future: cf.Future[Any], job_id: str, call_id: int) -> ResponseFuture:
-        response = ResponseFuture(future, self.executor_id, job_id, call_id)
+        response = ResponseFuture(future, self.executor_id, job_id, call_id, owner=self)
         self.futures.append(response)
         return response
+
+
+def _job_storage() -> Any:
+    """Inside a function: the storage of the job that runs it (an internal execution uses the same
+    storage), else None."""
+    try:
+        locator = worker.current().storage.locator()
+    except RuntimeError:
+        return None
+    from ..backends.storage import storage_from_locator
+
+    return storage_from_locator(locator)
 
 
 def ibm_cf_executor(**kwargs: Any) -> FunctionExecutor:
@@ -327,6 +440,12 @@ def ibm_cf_executor(**kwargs: Any) -> FunctionExecutor:
 
 
 function_executor = ServerlessExecutor = ibm_cf_executor
+
+
+def StandaloneExecutor(**kwargs: Any) -> FunctionExecutor:
+    """Lithops' ``StandaloneExecutor`` (virtual machines): the configured dask-faas backend instead."""
+    warn_ignored(["standalone mode (virtual machines)"], "StandaloneExecutor runs on the configured backend")
+    return FunctionExecutor(**kwargs)
 
 
 def LocalhostExecutor(**kwargs: Any) -> FunctionExecutor:

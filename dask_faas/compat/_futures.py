@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from .. import serialize
+from .. import serialize, worker
 from ..persisted import FaasFuture
+from ._stored import StoredOutcome, persist, restore
 
 if TYPE_CHECKING:
     from ._executor import FunctionExecutor
@@ -30,13 +33,55 @@ class ResponseFuture:
         The call's number in its job.
     """
 
-    def __init__(self, future: cf.Future[Any], executor_id: str, job_id: str, call_id: int) -> None:
+    def __init__(
+        self,
+        future: cf.Future[Any],
+        executor_id: str,
+        job_id: str,
+        call_id: int | str,
+        owner: FunctionExecutor | None = None,
+    ) -> None:
         self.future = future
         self.executor_id, self.job_id, self.call_id = executor_id, job_id, str(call_id).zfill(5)
         self._produce_output = True  # False for the map calls of map_reduce
         self._read = False  # returned by a get_result() without futures
         self._value: Any = None  # a map_reduce output fetched from storage
         self._fetched = False
+        self._owner = None if owner is None else weakref.ref(owner)
+        self._stats: dict[str, Any] = {}
+        self._persisted: tuple[Any, StoredOutcome] | None = None
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Lithops' execution statistics of the call, once it is done (see
+        :func:`dask_faas.compat.future.call_stats`): ``host_submit_tstamp``,
+        ``worker_start_tstamp``, ``worker_end_tstamp``, ``worker_exec_time``, ... ."""
+        owner = self._owner() if self._owner is not None else None
+        if not self._stats and owner is not None and self.done:
+            self._stats = owner.call_stats(self)
+        return self._stats
+
+    def __reduce__(self) -> Any:
+        """Pickled, a future keeps its outcome in storage (:mod:`dask_faas.compat._stored`)."""
+        owner = self._owner() if self._owner is not None else None
+        try:
+            store = worker.current().store  # inside a function: the job that called it
+        except RuntimeError:
+            if owner is None:
+                raise TypeError(f"{self!r} belongs to no executor of this process: it cannot be pickled") from None
+            store = owner.executor.session.store
+        outcome = self._outcome(store)
+        if owner is not None and not self.done:
+            keep_alive(owner, self.future)
+        return (_restored, (outcome, self.executor_id, self.job_id, self.call_id, self._produce_output))
+
+    def _outcome(self, store: Any) -> StoredOutcome:
+        with _PERSIST_LOCK:
+            known = self._persisted
+            if known is None or known[0] is not store:
+                known = (store, persist(self.future, lambda: self.result(throw_except=True), store))
+                self._persisted = known
+        return known[1]
 
     @property
     def done(self) -> bool:
@@ -91,6 +136,10 @@ class ResponseFuture:
     def cancel(self) -> bool:
         return self.future.cancel()
 
+    def mark_read(self) -> None:
+        """Leave this call's result out of a later ``get_result()`` without futures."""
+        self._read = True
+
     def _release(self, force: bool = False) -> None:
         """Forget the value of a done call (any call, cancelled first, with ``force``).
 
@@ -111,15 +160,48 @@ class ResponseFuture:
         return f"<ResponseFuture {self.executor_id}/{self.job_id}/{self.call_id} {self.status(False)}>"
 
 
+_PERSIST_LOCK = threading.Lock()
+#: Executors kept alive while futures pickled out of them (returned by a function) still run.
+_KEPT: dict[int, tuple[Any, set[cf.Future[Any]]]] = {}
+
+
+def keep_alive(owner: Any, future: cf.Future[Any]) -> None:
+    """Keep ``owner`` (a FunctionExecutor) referenced until ``future`` is done."""
+    with _PERSIST_LOCK:
+        _, running = _KEPT.setdefault(id(owner), (owner, set()))
+        running.add(future)
+
+    def release(done: cf.Future[Any]) -> None:
+        with _PERSIST_LOCK:
+            entry = _KEPT.get(id(owner))
+            if entry is not None:
+                entry[1].discard(done)
+                if not entry[1]:
+                    del _KEPT[id(owner)]
+
+    future.add_done_callback(release)
+
+
+def _restored(
+    outcome: StoredOutcome, executor_id: str, job_id: str, call_id: str, produce_output: bool
+) -> ResponseFuture:
+    future = ResponseFuture(restore(outcome), executor_id, job_id, call_id)
+    future._produce_output = produce_output
+    return future
+
+
 class FuturesList(list):  # type: ignore[type-arg]
-    """A list of :class:`ResponseFuture` (Lithops' ``FuturesList``) with ``wait`` and ``get_result``.
+    """A list of :class:`ResponseFuture` (Lithops' ``FuturesList``): wait, results and chaining.
+
+    ``fexec.map(f1, data).map(f2).get_result()`` runs ``f2`` over the results of ``f1``.
 
     Parameters
     ----------
     futures : iterable of ResponseFuture
         The futures.
     executor : FunctionExecutor, optional
-        The executor that :meth:`wait` and :meth:`get_result` go to.
+        The executor that :meth:`wait`, :meth:`get_result` and the chained calls go to (without
+        one, as after unpickling, the futures are waited on by themselves).
     """
 
     def __init__(self, futures: Any = (), executor: FunctionExecutor | None = None) -> None:
@@ -127,15 +209,58 @@ class FuturesList(list):  # type: ignore[type-arg]
         self.executor = executor
 
     def wait(self, **kwargs: Any) -> Any:
-        return self._executor().wait(self, **kwargs)
+        if self.executor is None:
+            done, not_done = wait_for(list(self), kwargs.get("return_when", ALL_COMPLETED),
+                                      kwargs.get("timeout"), kwargs.get("throw_except", True))
+            return FuturesList(done), FuturesList(not_done)
+        return self.executor.wait(self, **kwargs)
 
     def get_result(self, **kwargs: Any) -> Any:
-        return self._executor().get_result(self, **kwargs)
+        if self.executor is None:
+            return results_of(list(self), kwargs.get("throw_except", True), kwargs.get("timeout"))
+        return self.executor.get_result(self, **kwargs)
+
+    def map(self, map_function: Any, **kwargs: Any) -> FuturesList:
+        """``map_function`` over the results of these futures (chaining)."""
+        return self._executor().map(map_function, self, **kwargs)
+
+    def map_reduce(self, map_function: Any, reduce_function: Any, **kwargs: Any) -> FuturesList:
+        """``map_reduce`` over the results of these futures (chaining)."""
+        return self._executor().map_reduce(map_function, self, reduce_function, **kwargs)
+
+    def __reduce__(self) -> Any:
+        return (FuturesList, (list(self),))
 
     def _executor(self) -> FunctionExecutor:
         if self.executor is None:
-            raise RuntimeError("this FuturesList belongs to no executor")
+            raise RuntimeError("this FuturesList belongs to no executor: chain on the executor's own")
         return self.executor
+
+
+def is_futures(value: Any) -> bool:
+    """Whether ``value`` is a future, or a non-empty list or tuple of them (Lithops' new futures)."""
+    if isinstance(value, ResponseFuture):
+        return True
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, ResponseFuture) for v in value)
+
+
+def results_of(
+    futures: list[ResponseFuture], throw_except: bool = True, timeout: float | None = None
+) -> list[Any]:
+    """The results of ``futures`` in order; a call that returned futures (a function that itself
+    called an executor) contributes their results instead, waited for in turn."""
+    wait_for(futures, ALL_COMPLETED, timeout, throw_except)
+    out: list[Any] = []
+    for future in futures:
+        if not future._produce_output:
+            continue
+        value = future.result(throw_except=throw_except)
+        if is_futures(value):
+            inner = [value] if isinstance(value, ResponseFuture) else list(value)
+            out.extend(results_of(inner, throw_except, timeout))
+        else:
+            out.append(value)
+    return out
 
 
 def wait_for(
