@@ -7,6 +7,8 @@ of worker processes (``--workers``, default 2), is warmed up once (untimed), the
 
     faas-map           FaasExecutor.map(chunksize=1), the embedded local pool + local storage
     faas-dask          dask.compute(<delayed calls>, scheduler=<the FaasExecutor>)
+    faas-map-off       faas-map with recording off (faas.records: false, faas.logs.max-bytes: 0)
+    faas-dask-off      faas-dask with recording off
     ppe-map            concurrent.futures.ProcessPoolExecutor.map
     dask-processes     dask.compute(..., scheduler="processes"): dask's default, a new pool per compute
     dask-processes-warm  the same with pool=<a warm ProcessPoolExecutor> (for reference)
@@ -15,6 +17,10 @@ of worker processes (``--workers``, default 2), is warmed up once (untimed), the
     lithops-v2         lithops localhost backend as configured by default (v2: one new Python
                        process per call; runs --lithops-v2-calls calls, default 50)
     lithops-v1         lithops localhost v1 (one runner process with a pool per job)
+
+The cost of recording (invocation records and the capture of the functions' output, on by
+default) is the ratio of faas-map to faas-map-off and of faas-dask to faas-dask-off (target: within
+5%); the two executors of each pair run side by side, their repeats interleaved.
 
 Nothing is asserted on times: the script only reports (the target checks are printed). It exits 1
 when a contender fails or returns wrong results, or when processes it started are left behind.
@@ -55,6 +61,8 @@ PACKAGES = ["dask-faas", "dask", "distributed", "lithops", "cloudpickle", "numpy
 NAMES = {
     "faas-map": "FaasExecutor.map",
     "faas-dask": "dask.compute via FaasExecutor",
+    "faas-map-off": "FaasExecutor.map, recording off",
+    "faas-dask-off": "dask.compute via FaasExecutor, recording off",
     "ppe-map": "ProcessPoolExecutor.map",
     "dask-processes": "dask processes scheduler",
     "dask-processes-warm": "dask processes scheduler, warm pool",
@@ -69,6 +77,8 @@ REFERENCE_DASK = "dask-processes"
 TARGETS = [
     ("faas-map", REFERENCE_PPE, "FaasExecutor.map vs ProcessPoolExecutor.map", 2.0),
     ("faas-dask", REFERENCE_DASK, "dask.compute via FaasExecutor vs dask processes scheduler", 1.0),
+    ("faas-map", "faas-map-off", "FaasExecutor.map, recording on vs off", 1.05),
+    ("faas-dask", "faas-dask-off", "dask.compute via FaasExecutor, recording on vs off", 1.05),
 ]
 
 
@@ -89,6 +99,9 @@ class Case:
     calls: int
     run: Callable[[], Any]
     note: str | None = None
+    #: Another case of the group timed together with this one, repeats interleaved (A B A B ...),
+    #: so that a drifting machine load weighs on both alike.
+    pair: str | None = None
 
 
 Group = Callable[[argparse.Namespace], contextlib.AbstractContextManager[list[Case]]]
@@ -107,9 +120,11 @@ def faas_group(args: argparse.Namespace) -> Iterator[list[Case]]:
     from dask_faas import FaasExecutor
 
     tasks = _delayed_calls(args.calls)
+    off = {"records": False, "logs": {"max-bytes": 0}}
     with (
         tempfile.TemporaryDirectory(prefix="bench-faas-") as root,
         FaasExecutor(workers=args.workers, local_storage={"root": root}) as ex,
+        FaasExecutor(workers=args.workers, local_storage={"root": root}, **off) as ex_off,
     ):
         yield [
             Case(
@@ -117,15 +132,29 @@ def faas_group(args: argparse.Namespace) -> Iterator[list[Case]]:
                 args.calls,
                 lambda: list(ex.map(inc, range(args.calls))),
                 "chunksize=1",
+                pair="faas-map-off",
+            ),
+            Case(
+                "faas-map-off",
+                args.calls,
+                lambda: list(ex_off.map(inc, range(args.calls))),
+                "chunksize=1; faas.records: false, faas.logs.max-bytes: 0",
             ),
             Case(
                 "faas-dask",
                 args.calls,
                 lambda: dask.compute(tasks, scheduler=ex)[0],
                 "faas_get: the executor is a scheduler (batched invocations)",
+                pair="faas-dask-off",
+            ),
+            Case(
+                "faas-dask-off",
+                args.calls,
+                lambda: dask.compute(tasks, scheduler=ex_off)[0],
+                "faas.records: false, faas.logs.max-bytes: 0",
             ),
         ]
-        print(f"  FaasExecutor stats: {ex.stats}", flush=True)
+        print(f"  FaasExecutor stats: {ex.stats}; recording off: {ex_off.stats}", flush=True)
 
 
 @contextlib.contextmanager
@@ -262,7 +291,7 @@ def lithops_group(args: argparse.Namespace) -> Iterator[list[Case]]:
 
 GROUPS: list[tuple[list[str], Group]] = [
     (["ppe-map"], ppe_group),
-    (["faas-map", "faas-dask"], faas_group),
+    (["faas-map", "faas-map-off", "faas-dask", "faas-dask-off"], faas_group),
     (["dask-processes", "dask-processes-warm"], dask_processes_group),
     (["distributed-map", "distributed-dask"], distributed_group),
     (["lithops-v2", "lithops-v1"], lithops_group),
@@ -276,6 +305,18 @@ def checker(calls: int) -> Callable[[Any], None]:
             raise RuntimeError(f"wrong results (first ones: {values[:5]!r})")
 
     return check
+
+
+def _interleaved(cases: list[Case], repeats: int) -> list[list[float]]:
+    """Time ``cases`` ``repeats`` times each, one repeat of each in turn, after one untimed
+    warm-up each; the seconds of each case's repeats."""
+    seconds: list[list[float]] = [[] for _ in cases]
+    for case in cases:
+        checker(case.calls)(case.run())
+    for _ in range(repeats):
+        for case, timings in zip(cases, seconds, strict=True):
+            timings.extend(time_repeats(case.run, 1, warmup=0, check=checker(case.calls)))
+    return seconds
 
 
 def run_groups(args: argparse.Namespace) -> tuple[dict[str, Measurement], list[str]]:
@@ -296,19 +337,27 @@ def run_groups(args: argparse.Namespace) -> tuple[dict[str, Measurement], list[s
         faulthandler.dump_traceback_later(args.timeout, exit=True)
         try:
             with group(args) as cases:
+                by_key = {case.key: case for case in cases}
+                paired = {case.pair for case in cases if case.pair in wanted and case.key in wanted}
                 for case in cases:
-                    if case.key not in wanted:
+                    if case.key not in wanted or case.key in paired:
                         continue
-                    print(f"running {case.key} ({case.calls} calls) ...", flush=True)
-                    m = Measurement(NAMES[case.key], case.calls, note=case.note)
+                    together = [case] if case.pair not in paired else [case, by_key[case.pair]]
+                    print(
+                        f"running {' + '.join(c.key for c in together)} ({case.calls} calls) ...", flush=True
+                    )
+                    ms = [Measurement(NAMES[c.key], c.calls, note=c.note) for c in together]
                     try:
-                        m.seconds = time_repeats(case.run, args.repeats, warmup=1, check=checker(case.calls))
-                        print(f"  {m.median_ms_per_call:.3f} ms/call (median)", flush=True)
+                        for m, seconds in zip(ms, _interleaved(together, args.repeats), strict=True):
+                            m.seconds = seconds
+                            print(f"  {m.name}: {m.median_ms_per_call:.3f} ms/call (median)", flush=True)
                     except Exception as exc:
                         traceback.print_exc()
-                        m.skipped = f"failed: {type(exc).__name__}: {exc}"
-                        failures.append(f"{case.key}: {m.skipped}")
-                    measurements[case.key] = m
+                        for m in ms:
+                            m.skipped = f"failed: {type(exc).__name__}: {exc}"
+                        failures.append(f"{'/'.join(c.key for c in together)}: {ms[0].skipped}")
+                    for c, m in zip(together, ms, strict=True):
+                        measurements[c.key] = m
         except Skipped as exc:
             print(f"skipped: {exc}", flush=True)
             skip_all(wanted, f"skipped: {exc}")

@@ -463,22 +463,36 @@ class Dispatcher:
         with self._lock:
             if delivery in call.recorded:
                 return
-            call.recorded.add(delivery)
-        sent = records.Sent(
-            call.id,
-            call.attempt,
-            delivery,
-            call.tasks,
-            call.prefix,
-            call.sent.get(delivery, 0.0),
-            call.options.memory_mb,
-            call.backup,
-        )
-        stats, logs = (reply.stats, reply.logs) if reply is not None else (None, "")
-        try:
-            self.observer.observe(sent, outcome, received, stats, logs, error)
-        except Exception:  # a record that cannot be made never fails the call
-            logger.warning("dask-faas: could not record the outcome of %s", call.describe(), exc_info=True)
+            # the deliveries sent before this one and never answered were given up on: lost
+            earlier = (
+                call.deliveries[: call.deliveries.index(delivery)] if delivery in call.deliveries else []
+            )
+            given_up = [d for d in earlier if d not in call.recorded]
+            call.recorded.update([delivery, *given_up])
+        outcomes = [
+            (d, "lost", None, None, "no answer; delivered again (faas.start-deadline-s)") for d in given_up
+        ]
+        for sent_delivery, kind, answer, reply_of, failure in [
+            *outcomes,
+            (delivery, outcome, received, reply, error),
+        ]:
+            sent = records.Sent(
+                call.id,
+                call.attempt,
+                sent_delivery,
+                call.tasks,
+                call.prefix,
+                call.sent.get(sent_delivery, 0.0),
+                call.options.memory_mb,
+                call.backup,
+            )
+            stats, logs = (reply_of.stats, reply_of.logs) if reply_of is not None else (None, "")
+            try:
+                self.observer.observe(sent, kind, answer, stats, logs, failure)
+            except Exception:  # a record that cannot be made never fails the call
+                logger.warning(
+                    "dask-faas: could not record the outcome of %s", call.describe(), exc_info=True
+                )
 
     @staticmethod
     def _lost_or_error(exc: BaseException) -> str:

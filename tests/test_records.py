@@ -148,7 +148,7 @@ def test_the_report_prices_from_the_users_own_table(make_executor):
 # -- on the platforms' emulators ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("platform", ["aws_lambda", "openwhisk"])
+@pytest.mark.parametrize("platform", ["aws_lambda", "openwhisk", "knative"])
 def test_request_ids_are_the_platforms(platform, platforms, request, tmp_path):
     from fixtures_platforms import executor_settings
 
@@ -163,3 +163,22 @@ def test_request_ids_are_the_platforms(platform, platforms, request, tmp_path):
     logged = {entry.get("request_id") for entry in emulator.log()}
     assert set(df.request_id) <= logged, (set(df.request_id), logged)
     assert df.running_s.sum() == pytest.approx(sum(spans), rel=0.05)
+
+
+def test_a_delivery_the_platform_lost_is_recorded_lost(platforms, request, tmp_path):
+    from fixtures_platforms import executor_settings
+
+    emulator = platforms.emulator("aws_lambda")
+    settings = executor_settings(request, "aws_lambda", str(tmp_path), start_deadline_s=1)
+    emulator.configure(lose=1)  # the first invocation is accepted and never answered
+    try:
+        with FaasExecutor(**settings) as ex:
+            assert ex.submit(timed, 1).result(timeout=60) > 0
+            df = ex.invocations()
+            stats = dict(ex.stats)
+    finally:
+        emulator.reset()
+    assert stats["redeliveries"] == 1 and len(df) == stats["invocations"] == 2, (stats, df)
+    assert list(df.outcome) == ["lost", "ok"] and df.call.nunique() == 1 and df.delivery.nunique() == 2
+    lost = df.iloc[0]
+    assert "delivered again" in lost.error and df.request_id.isna().iloc[0] and df.running_s.isna().iloc[0]
