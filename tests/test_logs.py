@@ -161,3 +161,39 @@ def test_sentinel_credentials_appear_in_no_log_record_report_or_payload(
         leaks = [blob[:200] for blob in blobs if secret.encode() in blob]
         assert not leaks, f"{secret} appears in {leaks}"
     assert not any(key in blob for blob in blobs), "the raw signing key appears"
+
+
+# -- the capture itself, in this process -------------------------------------------------------
+
+
+def test_calls_running_at_once_on_threads_keep_their_own_output():
+    """As on a Knative instance serving several calls: each call's capture holds its own prints."""
+    import threading
+
+    from dask_faas.capture import OutputCapture
+
+    started, texts = threading.Barrier(3), {}
+    before = sys.stdout, sys.stderr
+
+    def call(name: str) -> None:
+        with OutputCapture(10_000) as capture:
+            started.wait(timeout=30)
+            for i in range(50):
+                print(f"{name} {i}")
+                logging.getLogger("user.code").warning("%s logged", name)
+            started.wait(timeout=30)
+        texts[name] = capture.text
+
+    threads = [threading.Thread(target=call, args=(name,)) for name in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for name in ("a", "b", "c"):
+        lines = texts[name].splitlines()
+        assert lines.count(f"WARNING user.code: {name} logged") == 50
+        assert [line for line in lines if not line.startswith("WARNING")] == [
+            f"{name} {i}" for i in range(50)
+        ]
+    assert (sys.stdout, sys.stderr) == before  # the streams are put back once no call captures
+    assert not any(type(h).__module__ == "dask_faas.capture" for h in logging.getLogger().handlers)

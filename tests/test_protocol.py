@@ -42,3 +42,23 @@ def test_garbage_and_other_versions_are_refused_with_their_cause():
     sealed[5] = VERSION + 1
     with pytest.raises(ProtocolError, match=f"version {VERSION + 1}"):
         unseal(bytes(sealed), key)
+
+
+def test_the_capture_cap_and_the_captured_output_travel_in_the_messages():
+    key = new_key()
+    inv = Invocation(
+        "job", "7", 1, Ref("p/fn/abc", 10), b"args", {"backend": "local"}, "p", 100, log_bytes=4096
+    )
+    assert unseal(seal(inv, key), key).log_bytes == 4096 and invocation().log_bytes == 0
+    response = Response("7", 1, True, b"x", {"request_id": "r-1", "running_s": 0.5}, logs="printed\n")
+    back = unseal(seal(response, key), key)
+    assert back.logs == "printed\n" and back.stats == {"request_id": "r-1", "running_s": 0.5}
+    assert Response("7", 1, True, b"x").logs == ""
+
+
+def test_a_message_of_protocol_3_is_refused_naming_both_versions():
+    key = new_key()
+    sealed = bytearray(seal(invocation(), key))
+    sealed[5] = 3  # before records and logs rode in the messages
+    with pytest.raises(ProtocolError, match=f"version 3, this side speaks {VERSION}"):
+        unseal(bytes(sealed), key)
