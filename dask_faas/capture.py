@@ -8,7 +8,7 @@
   thread the call started itself is kept when that call is the only one running.
 - :func:`reset_peak_memory` and :func:`peak_memory_mb`: the process's peak resident memory during
   the call (Linux's ``VmHWM``, reset through ``/proc/self/clear_refs``; else ``getrusage``'s
-  lifetime peak).
+  lifetime peak). It is the process's: calls running at once on one instance share it.
 """
 
 from __future__ import annotations

@@ -307,9 +307,17 @@ def estimate_cost(
 
 
 def _entry(prices: Mapping[str, Any], name: str) -> Any:
-    """``prices[name]``, whether the name is spelt with underscores or hyphens."""
+    """``prices[name]``, whether the name is spelt with underscores or hyphens; where both
+    spellings are there (a default and the user's own, which the settings' merge spells with
+    hyphens), the later ones win, item by item."""
     wanted = name.replace("_", "-")
-    return next((v for k, v in prices.items() if str(k).replace("_", "-") == wanted), None)
+    found = [v for k, v in prices.items() if str(k).replace("_", "-") == wanted]
+    if found and all(isinstance(v, Mapping) for v in found):
+        merged: dict[str, Any] = {}
+        for value in found:
+            merged.update(value)
+        return merged
+    return found[-1] if found else None
 
 
 def _price(entry: Mapping[str, Any], platform: str, name: str) -> float:

@@ -76,8 +76,9 @@ class ComputeReport:
         Estimated cost from ``faas.prices`` (:func:`dask_faas.records.estimate_cost`): GB-seconds,
         invocations and storage requests.
 
-    The figures from invocation records are of the records kept (``faas.records``), so they are 0
-    when recording is off.
+    The figures from invocation records are those of the executor's invocations recorded while
+    the compute ran (other work submitted to the same executor meanwhile included); they are 0
+    when recording is off (``faas.records: false``).
     """
 
     tasks: int
@@ -90,7 +91,7 @@ class ComputeReport:
     queued_s: float = 0.0
     running_s: float = 0.0
     client_s: float = 0.0
-    storage_requests: dict[str, int] = field(default_factory=dict)
+    storage_requests: dict[str, int] = field(default_factory=dict, hash=False)
     gb_s: float = 0.0
     cost_usd: float = 0.0
 

@@ -182,3 +182,20 @@ def test_a_delivery_the_platform_lost_is_recorded_lost(platforms, request, tmp_p
     assert list(df.outcome) == ["lost", "ok"] and df.call.nunique() == 1 and df.delivery.nunique() == 2
     lost = df.iloc[0]
     assert "delivered again" in lost.error and df.request_id.isna().iloc[0] and df.running_s.isna().iloc[0]
+
+
+def test_own_prices_replace_the_defaults_of_names_with_underscores():
+    from dask_faas import config
+
+    for own in (
+        {"aws_lambda-x86_64": {"gb-s": 1.0}},
+        {"aws-lambda-x86-64": {"gb-s": 1.0}},
+        {"code_engine": {"gb-s": 1.0, "vcpu-s": 0}},
+    ):
+        prices = config.resolve({"prices": own})["prices"]
+        platform = next(iter(own))
+        expected = 10.0 + (0.0000002 * 3 if "lambda" in platform else 0.000000538 * 3)
+        # the own GB-second price; the request price of the default entry stays
+        assert records.estimate_cost(prices, platform, 10, 3) == pytest.approx(expected), own
+    with dask.config.set({"faas.prices.ibm_cf": {"gb-s": 2.0}}):
+        assert records.estimate_cost(config.resolve()["prices"], "ibm_cf", 10, 0) == pytest.approx(20.0)
