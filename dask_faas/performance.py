@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import datetime
 import html
+import math
 import os
 import threading
 import time
@@ -91,12 +92,11 @@ def performance_report(filename: str | os.PathLike[str] = "dask-faas-report.html
     """
     require_bokeh()
     began = time.time()
-    with records.collecting() as collected:
-        try:
+    try:
+        with records.collecting() as collected:
             yield
-        finally:
-            invocations, computes = list(collected.invocations), list(collected.computes)
-    write(records.frame(invocations), computes, filename, began=began)
+    finally:  # also when the block raised: the page shows what ran up to the error
+        write(records.frame(list(collected.invocations)), list(collected.computes), filename, began=began)
 
 
 def write(
@@ -148,6 +148,7 @@ def render(frame: pandas.DataFrame, computes: Sequence[ComputeReport], *, began:
     layout = column(
         header(bars, computes, began),
         timeline_figure(bars),
+        marks_legend(),
         concurrency_figure(bars),
         row(duration_figure(bars, half), cold_start_figure(bars, half)),
         row(bytes_figure(bars, half), storage_figure(computes, half)),
@@ -268,6 +269,23 @@ def timeline_figure(bars: pandas.DataFrame) -> Any:
     return fig
 
 
+def marks_legend() -> Any:
+    """What the timeline's hatches and outlines mean."""
+    from bokeh.models import Div
+
+    meaning = {
+        "retry": "a retry (attempt 1 or later)",
+        "backup": "a backup of a straggler",
+        "error": "the function raised or its answer was refused (red outline)",
+        "lost": "no answer: timed out, killed or lost (red outline; its bar ends at the last time known)",
+        "superseded": "a duplicate or backup whose result was not taken",
+    }
+    items = "; ".join(
+        f"<i>{HATCHES[m].replace('_', ' ')}</i>: {html.escape(text)}" for m, text in meaning.items()
+    )
+    return Div(text=f"<p style='font-size:9pt'>Hatches: {items}.</p>", width=WIDTH)
+
+
 def concurrency_figure(bars: pandas.DataFrame) -> Any:
     """How many invocations ran at each moment (the step line of starts and ends)."""
     from bokeh.models import ColumnDataSource
@@ -331,7 +349,7 @@ def categories_figure(title: str, name: str, counts: dict[str, float], width: in
     fig = figure(title=title, x_range=labels, width=width, height=260, y_axis_label=unit, tools="save")
     fig.vbar(x="label", top="value", width=0.7, source=source)
     fig.add_tools(HoverTool(tooltips=[("", "@label"), (unit, "@value{0,0.[000]}")]))
-    fig.xaxis.major_label_orientation = 0.6 if len(labels) > 6 else 0.0
+    fig.xaxis.major_label_orientation = 0.6 if len(labels) > 4 else 0.0
     return fig
 
 
@@ -406,12 +424,15 @@ def cost_summary(bars: pandas.DataFrame, computes: Sequence[ComputeReport]) -> A
     """The estimated cost of the computes, and the GB-seconds of all invocations."""
     from bokeh.models import Div
 
-    cost = sum(report.cost_usd for report in computes)
+    priced = [report.cost_usd for report in computes if not math.isnan(report.cost_usd)]
+    unpriced = len(computes) - len(priced)
     gb_s = sum(report.gb_s for report in computes)
+    missing = f"; {unpriced} not priced (no entry in <code>faas.prices</code>)" if unpriced else ""
     text = (
         "<h3>Cost</h3>"
-        f"<p>Estimated cost of the {len(computes)} computes: <b>${cost:.6f}</b> "
-        f"({gb_s:.3f} GB-s and their storage requests, at the <code>faas.prices</code> table's rates)."
+        f"<p>Estimated cost of the {len(computes)} computes: <b>${sum(priced):.6f}</b>{missing} "
+        f"({gb_s:.3f} GB-s, their invocations and storage requests, at the <code>faas.prices</code> "
+        "table's rates)."
         f"<br>All {len(bars)} invocations ran {float(gb_seconds(bars).sum()):.3f} GB-s "
         "(memory limit &times; running time), map and submit calls included.</p>"
     )
