@@ -400,13 +400,27 @@ def test_plot_timeline_draws_one_bar_per_invocation_and_the_histogram(make_execu
     assert len(timeline_fig.axes[0].patches) == len(frame)
 
 
-def test_the_report_of_a_block_without_invocations_and_of_a_failing_block(tmp_path):
+def test_the_report_of_a_block_without_invocations(tmp_path):
     empty = tmp_path / "empty.html"
     with dask_faas.performance_report(empty):
         pass
-    assert len(page_sources(empty.read_text())["timeline"]["call"]) == 0
+    sources = page_sources(empty.read_text())
+    assert len(sources["timeline"]["call"]) == 0 and len(sources["computes"]["tasks"]) == 0
 
+
+def test_a_failing_block_still_writes_its_report_with_the_failure_marked(make_executor, tmp_path):
+    ex = make_executor()
     failed = tmp_path / "failed.html"
-    with pytest.raises(ZeroDivisionError), dask_faas.performance_report(failed):
-        1 / 0  # noqa: B018
-    assert failed.exists()
+    with (
+        records.collecting() as seen,
+        pytest.raises(ValueError, match="invalid literal"),
+        dask_faas.performance_report(failed),
+    ):
+        assert ex.submit(int, "12").result() == 12
+        ex.submit(int, "twelve").result()
+    bars = page_sources(failed.read_text())["timeline"]
+    assert len(bars["call"]) == len(seen.invocations) >= 2
+    want = sorted((r.call, r.attempt, r.outcome) for r in seen.invocations)
+    assert sorted(zip(bars["call"], bars["attempt"], bars["outcome"], strict=True)) == want
+    assert "error" in bars["outcome"] and "ok" in bars["outcome"]
+    assert {m for m, o in zip(bars["mark"], bars["outcome"], strict=True) if o == "error"} == {"error"}
