@@ -349,7 +349,7 @@ def categories_figure(title: str, name: str, counts: dict[str, float], width: in
     fig = figure(title=title, x_range=labels, width=width, height=260, y_axis_label=unit, tools="save")
     fig.vbar(x="label", top="value", width=0.7, source=source)
     fig.add_tools(HoverTool(tooltips=[("", "@label"), (unit, "@value{0,0.[000]}")]))
-    fig.xaxis.major_label_orientation = 0.6 if len(labels) > 4 else 0.0
+    fig.xaxis.major_label_orientation = 0.6 if len(labels) > 5 else 0.0
     return fig
 
 
