@@ -72,10 +72,52 @@ def bind(fn: Callable[..., Any], iterdata: Any, extra_args: Any) -> list[dict[st
                     f"Check the args names in the data. You provided these args: {list(elem)}, "
                     f"and the args must be: {list(user.parameters)}"
                 )
-            calls.append(dict(elem))
+            calls.append(dict_call(user, elem))
         else:
-            calls.append(dict(user.bind(*elem if isinstance(elem, tuple) else (elem,)).arguments))
+            calls.append(positional_call(user, elem))
     return calls
+
+
+def dict_call(user: inspect.Signature, elem: dict[str, Any]) -> dict[str, Any]:
+    """The call of a dict element: by name; the function's ``*args`` name takes a sequence of
+    positional arguments (the named parameters before it then go positionally too), its
+    ``**kwargs`` name a dict of more keywords."""
+    params = user.parameters
+    var_pos = next((n for n, p in params.items() if p.kind is p.VAR_POSITIONAL), None)
+    var_kw = next((n for n, p in params.items() if p.kind is p.VAR_KEYWORD), None)
+    call = dict(elem)
+    if var_kw is not None and isinstance(call.get(var_kw), dict):
+        call.update(call.pop(var_kw))
+    if var_pos is None or var_pos not in call:
+        return call
+    star = tuple(call.pop(var_pos))
+    leading = []
+    for name, p in params.items():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or name not in call:
+            break
+        leading.append(call.pop(name))
+    call[POSITIONAL] = (*leading, *star)
+    return call
+
+
+def positional_call(user: inspect.Signature, elem: Any) -> dict[str, Any]:
+    """The call of a tuple (positional) or other element (the first parameter); a list that does
+    not fit the first parameter alone binds positionally, as PyWren-IBM did.
+
+    Raises
+    ------
+    TypeError
+        If the element fits neither way.
+    """
+    try:
+        bound = user.bind(*elem if isinstance(elem, tuple) else (elem,))
+    except TypeError:
+        if not isinstance(elem, list):
+            raise
+        bound = user.bind(*elem)
+    if any(p.kind is p.VAR_POSITIONAL for p in user.parameters.values()):
+        return {POSITIONAL: bound.args, **bound.kwargs}
+    return dict(bound.arguments)
 
 
 def with_extra_args(elem: Any, extra_args: Any) -> Any:

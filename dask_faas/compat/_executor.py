@@ -13,7 +13,7 @@ from ._binding import as_list, bind, parameter_names
 from ._calls import data_of, lithops_keywords, options_for
 from ._config import config_from_files, faas_settings, s3_storage_options, split_ignored, warn_ignored
 from ._function import UserFunction
-from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, fan_out, results_of, wait_for
+from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, fan_out, keep_alive, results_of, wait_for
 from ._map_reduce import groups_by_object, map_reduce_graph, run_graph
 from ._objects import expand_objects
 from ._storage import LITHOPS_NAMES, StorageClient
@@ -418,6 +418,7 @@ class FunctionExecutor:
 
     def _future(self, future: cf.Future[Any], job_id: str, call_id: int) -> ResponseFuture:
         response = ResponseFuture(future, self.executor_id, job_id, call_id, owner=self)
+        keep_alive(self, future)
         self.futures.append(response)
         return response
 

@@ -53,16 +53,20 @@ class UserFunction:
         obj = data.get("obj")
         if isinstance(obj, Chunk):
             data["obj"] = obj = CloudObject(obj)
-            locators = [*locators, obj.locator]
+            if obj.backend != "http":
+                locators = [*locators, obj.locator]
+        prefix = None
         try:
-            job_storage = worker.current().storage
+            context = worker.current()
+            job_storage, prefix = context.storage, context.store.prefix
         except RuntimeError:  # not in a function (a local executor): the data's own storage
             job_storage = storage_from_locator(locators[0]) if locators else None
         if "storage" in self.params:
-            data["storage"] = StorageClient(job_storage, locators)
+            data["storage"] = StorageClient(job_storage, locators, cloudobject_prefix=prefix)
         for name in ("ibm_cos", "boto3_client"):
             if name in self.params:
-                source = storage_from_locator(obj.locator) if obj is not None else job_storage
+                in_storage = obj is not None and obj.backend != "http"
+                source = storage_from_locator(obj.locator) if in_storage else job_storage
                 data[name] = boto3_client(source)
         if "id" in self.params:
             data["id"] = call_id

@@ -71,8 +71,6 @@ class ResponseFuture:
                 raise TypeError(f"{self!r} belongs to no executor of this process: it cannot be pickled") from None
             store = owner.executor.session.store
         outcome = self._outcome(store)
-        if owner is not None and not self.done:
-            keep_alive(owner, self.future)
         return (_restored, (outcome, self.executor_id, self.job_id, self.call_id, self._produce_output))
 
     def _outcome(self, store: Any) -> StoredOutcome:
@@ -166,18 +164,20 @@ _KEPT: dict[int, tuple[Any, set[cf.Future[Any]]]] = {}
 
 
 def keep_alive(owner: Any, future: cf.Future[Any]) -> None:
-    """Keep ``owner`` (a FunctionExecutor) referenced until ``future`` is done."""
+    """Keep ``owner`` (a FunctionExecutor) referenced until ``future`` is done: an executor that a
+    program (or a function that returns futures) let go of finishes its calls first."""
+    key = id(owner)  # the callback holds no reference to the owner: no cycle through its futures
     with _PERSIST_LOCK:
-        _, running = _KEPT.setdefault(id(owner), (owner, set()))
+        _, running = _KEPT.setdefault(key, (owner, set()))
         running.add(future)
 
     def release(done: cf.Future[Any]) -> None:
         with _PERSIST_LOCK:
-            entry = _KEPT.get(id(owner))
+            entry = _KEPT.get(key)
             if entry is not None:
                 entry[1].discard(done)
                 if not entry[1]:
-                    del _KEPT[id(owner)]
+                    del _KEPT[key]
 
     future.add_done_callback(release)
 

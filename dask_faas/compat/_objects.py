@@ -18,6 +18,11 @@ from .. import partition
 from ..backends.storage import Storage, storage_from_locator
 from ..backends.storage.urls import split_url
 from ._binding import as_list
+from ._cloudobjects import CloudObject as CloudObjectRef
+from ._http import HttpObjects
+
+#: Lithops' storage names used as URL schemes (``aws_s3://bucket/key``) -> dask-faas's.
+SCHEMES = {"aws_s3": "s3", "minio": "s3", "ceph": "s3", "ibm_cos": "cos", "localhost": "local", "local": "local"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def expand_objects(
     Raises
     ------
     NotImplementedError
-        For a ``newline`` other than ``"\\n"`` or ``None``, or an HTTP URL.
+        For a ``newline`` other than ``"\\n"`` or ``None``.
     """
     if newline not in ("\n", None):
         raise NotImplementedError(f"obj_newline={newline!r}: chunks align to '\\n' (or None)")
@@ -76,9 +81,10 @@ def expand_objects(
     for data in calls:
         for obj in as_list(data["obj"]):
             url = _url(obj, storage)
-            found, objects = partition.discover(url, storage_options)
-            locators[repr(found.locator())] = found.locator()
-            scheme = "local" if found.name == "local" else split_url(url)[0]  # s3, s3a or cos
+            found, objects = _discover(url, storage_options)
+            if found.name != "http":  # HTTP objects are read by URL, not through a storage
+                locators[repr(found.locator())] = found.locator()
+            scheme = found.name if found.name in ("local", "http") else split_url(url)[0]  # s3, s3a or cos
             for info in objects:
                 if info.size == 0:
                     continue
@@ -91,13 +97,35 @@ def expand_objects(
     return expanded, parts, list(locators.values())
 
 
+def _discover(url: str, storage_options: dict[str, Any] | None) -> tuple[Storage, list[partition.ObjectInfo]]:
+    """The storage and the objects of ``url`` (an HTTP URL is one object, sized by HEAD)."""
+    if url.startswith(("http://", "https://")):
+        http = HttpObjects()
+        return http, [partition.ObjectInfo(url, url, http.size(url))]
+    return partition.discover(url, storage_options)
+
+
 def _url(obj: Any, storage: Storage) -> str:
-    """The URL or path of an ``obj`` element; ``bucket/key`` is in the executor's ``storage``."""
-    if isinstance(obj, CloudObject):
-        return obj.url
+    """The URL or path of an ``obj`` element; ``bucket/key`` is in the executor's ``storage``.
+
+    Lithops' storage names are schemes too (``aws_s3://``, ``ibm_cos://``, ``localhost://``); for
+    ``local://`` / ``localhost://`` an absolute path follows, or a directory below the local
+    storage's root.
+    """
+    if isinstance(obj, CloudObject | CloudObjectRef):
+        obj = obj.url
     url = os.fspath(obj)
     if url.startswith(("http://", "https://")):
-        raise NotImplementedError(f"{url}: HTTP URLs are not supported; use s3://, cos:// or a path")
+        return url
+    given, sep, rest = url.partition("://")
+    if sep and given.lower() in SCHEMES:
+        target = SCHEMES[given.lower()]
+        if target != "local":
+            return f"{target}://{rest}"
+        if os.path.isabs(rest):
+            return rest
+        base = storage.location if storage.name == "local" else os.getcwd()
+        return os.path.join(base, rest)
     scheme, _, path = split_url(url)
     if scheme or os.path.isabs(path):
         return url
@@ -157,6 +185,8 @@ class CloudObject:
         self.url = self.path = rng.url
         if chunk.scheme == "local":
             self.bucket, self.key = os.path.split(rng.url)
+        elif chunk.scheme == "http":
+            self.bucket, self.key = "", rng.url
         else:
             self.bucket, self.key = rng.locator["bucket"], rng.key
         self.name = rng.key.rsplit("/", 1)[-1]
@@ -183,7 +213,8 @@ class CloudObject:
 
     def _pieces(self) -> Iterator[bytes]:
         chunk = self._chunk
-        rng, storage = chunk.rng, storage_from_locator(chunk.rng.locator)
+        rng = chunk.rng
+        storage = HttpObjects() if chunk.scheme == "http" else storage_from_locator(rng.locator)
         if not chunk.chunked:
             yield storage.get(rng.key, version=rng.version)
         elif chunk.newline is None:

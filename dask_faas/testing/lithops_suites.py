@@ -160,6 +160,7 @@ class _Session:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        _by_value()
         for item in items:
             reason = _excluded(item.nodeid)
             if reason is not None:
@@ -175,6 +176,16 @@ class _Session:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         state = "storage clean" if not self.leftovers else f"LEFT IN STORAGE: {self.leftovers[:5]}"
         terminalreporter.write_line(f"lithops-on-faas: {self.excluded} tests excluded, {state}")
+
+
+def _by_value() -> None:
+    """Pickle what the wheel's test modules define by value: a function process imports
+    ``dask_faas.compat`` (what their ``lithops`` global is), never the wheel's ``lithops``."""
+    import cloudpickle
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lithops.tests"):
+            cloudpickle.register_pickle_by_value(module)
 
 
 def _excluded(nodeid: str) -> str | None:
