@@ -71,6 +71,14 @@ def require_bokeh() -> None:
         raise ImportError(f"dask_faas.performance_report needs bokeh: {REPORT_EXTRA}") from e
 
 
+def report_path(filename: str | os.PathLike[str]) -> Path:
+    """``filename`` as a path, or FileNotFoundError naming its directory when that does not exist."""
+    path = Path(filename)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"the performance report's directory {str(path.parent)!r} does not exist")
+    return path
+
+
 @contextlib.contextmanager
 def performance_report(filename: str | os.PathLike[str] = "dask-faas-report.html") -> Iterator[None]:
     """Write an HTML page of every FaaS invocation and compute run inside the ``with`` block.
@@ -84,6 +92,8 @@ def performance_report(filename: str | os.PathLike[str] = "dask-faas-report.html
     ------
     ImportError
         bokeh is not installed (``pip install dask-faas[report]``); raised on entry.
+    FileNotFoundError
+        The directory of ``filename`` does not exist; raised on entry.
 
     Examples
     --------
@@ -91,6 +101,7 @@ def performance_report(filename: str | os.PathLike[str] = "dask-faas-report.html
     ...     dask.compute(x, scheduler=ex)
     """
     require_bokeh()
+    report_path(filename)  # a page that could not be written fails before the work, not after it
     began = time.time()
     try:
         with records.collecting() as collected:
@@ -124,7 +135,7 @@ def write(
     pathlib.Path
         The page written.
     """
-    path = Path(filename)
+    path = report_path(filename)
     page = render(frame, computes, began=began)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:

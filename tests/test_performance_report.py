@@ -24,6 +24,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -424,3 +425,36 @@ def test_a_failing_block_still_writes_its_report_with_the_failure_marked(make_ex
     assert sorted(zip(bars["call"], bars["attempt"], bars["outcome"], strict=True)) == want
     assert "error" in bars["outcome"] and "ok" in bars["outcome"]
     assert {m for m, o in zip(bars["mark"], bars["outcome"], strict=True) if o == "error"} == {"error"}
+
+
+@pytest.mark.parametrize(
+    ("blocked", "code", "extra"),
+    [
+        ("bokeh", "with dask_faas.performance_report(sys.argv[1]): pass", "dask-faas[report]"),
+        ("matplotlib", "dask_faas.plot.timeline(records.frame([]), sys.argv[1])", "dask-faas[plot]"),
+    ],
+)
+def test_without_the_extra_the_error_names_it(tmp_path, blocked, code, extra):
+    """In a fresh interpreter where the library cannot be imported (``sys.modules[name] = None``)."""
+    script = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "import dask_faas, dask_faas.plot\nfrom dask_faas import records\n"
+        f"try:\n    {code}\nexcept ImportError as e:\n    print(e)\n"
+    )
+    target = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"pip install {extra}" in done.stdout
+    assert not target.exists()
+
+
+def test_a_report_into_a_missing_directory_fails_before_the_block_runs(tmp_path):
+    ran = []
+    with (
+        pytest.raises(FileNotFoundError, match="nowhere"),
+        dask_faas.performance_report(tmp_path / "nowhere" / "r.html"),
+    ):
+        ran.append(True)
+    assert ran == []
