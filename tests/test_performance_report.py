@@ -138,10 +138,13 @@ class DevTools:
     def send(self, method: str, **params: Any) -> int:
         ident = next(self.ids)
         payload = json.dumps({"id": ident, "method": method, "params": params}).encode()
-        mask = os.urandom(4)
-        n = len(payload)
-        size = bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + struct.pack(">H", n) if n < 1 << 16 else None
-        size = size or bytes([0xFF]) + struct.pack(">Q", n)
+        n, mask = len(payload), os.urandom(4)
+        if n < 126:
+            size = bytes([0x80 | n])
+        elif n < 1 << 16:
+            size = bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            size = bytes([0x80 | 127]) + struct.pack(">Q", n)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(bytes([0x81]) + size + mask + masked)
         return ident
@@ -152,13 +155,10 @@ class DevTools:
         while True:
             first, second = self.take(2)
             n = second & 0x7F
-            n = (
-                struct.unpack(">H", self.take(2))[0]
-                if n == 126
-                else struct.unpack(">Q", self.take(8))[0]
-                if n == 127
-                else n
-            )
+            if n == 126:
+                (n,) = struct.unpack(">H", self.take(2))
+            elif n == 127:
+                (n,) = struct.unpack(">Q", self.take(8))
             data = self.take(n)
             opcode = first & 0x0F
             if opcode == 0x8:
