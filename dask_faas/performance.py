@@ -335,7 +335,7 @@ def duration_figure(bars: pandas.DataFrame, width: int) -> Any:
     )
     median = f", median {np.median(durations):.3f} s" if len(durations) else ""
     fig = figure(
-        title=f"Durations (the function's running time){median}",
+        title=f"Durations (the function's running time) of {len(durations)} of {len(bars)}{median}",
         width=width,
         height=260,
         x_axis_label="seconds",
@@ -420,7 +420,7 @@ def storage_figure(computes: Sequence[ComputeReport], width: int) -> Any:
 
 def gb_seconds(bars: pandas.DataFrame) -> pandas.Series:
     """Each invocation's GB-seconds: its memory limit times its running time."""
-    return bars["memory_mb"].astype(float) / 1024 * bars["duration"].astype(float)
+    return bars["memory_mb"].astype(float) / 1024 * bars["running_s"].astype(float).fillna(0.0)
 
 
 def cost_figure(bars: pandas.DataFrame, width: int) -> Any:

@@ -72,8 +72,8 @@ def intervals(frame: pandas.DataFrame) -> pandas.DataFrame:
         and ``received``; an invocation never answered ends at the latest time in the frame),
         ``clock`` (``"function"`` or ``"client"``: which times the bar shows), ``submitted_s`` and
         ``received_s`` (the client's times, NaN when never answered), ``duration`` (the function's
-        ``running_s`` when measured, else the bar's length), ``mark`` (see ``mark``) and ``row``
-        (0, 1, ... in that order).
+        ``running_s`` when measured, else ``ended - started``; NaN when neither), ``mark`` (see
+        ``mark``) and ``row`` (0, 1, ... in that order).
     """
     import pandas as pd
 
@@ -96,7 +96,7 @@ def intervals(frame: pandas.DataFrame) -> pandas.DataFrame:
     out["submitted_s"] = times["submitted"] - origin
     out["received_s"] = times["received"] - origin
     running = out["running_s"].astype(float)
-    out["duration"] = running.where(running.notna(), out["end"] - out["start"])
+    out["duration"] = running.where(running.notna(), (times["ended"] - times["started"]).clip(lower=0))
     out["mark"] = [
         mark(str(o), int(a), bool(b))
         for o, a, b in zip(out["outcome"], out["attempt"], out["backup"], strict=True)
@@ -153,7 +153,7 @@ def draw_histogram(ax: Any, bars: pandas.DataFrame) -> None:
     """The histogram of the invocations' durations on ``ax``."""
     durations = bars["duration"].dropna()
     ax.hist(durations, bins=max(1, min(40, math.ceil(math.sqrt(len(durations))) * 2)), color=PALETTE[0])
-    ax.set_title("Invocation durations")
+    ax.set_title(f"Invocation durations ({len(durations)} of {len(bars)} measured)")
     ax.set_xlabel("seconds (the function's running time)")
     ax.set_ylabel("invocations")
     if durations.empty:
