@@ -272,7 +272,14 @@ def setting_rows() -> dict[str, list[str]]:
 #: Settings whose environment variable form does not reach the executor, and why.
 NO_ENVIRONMENT_FORM = {
     "environment.": "dask lower-cases the names of DASK_ variables, and these keys are variable names",
+    # a variable spells the entry aws_lambda_x86_64, beside faas.yaml's aws_lambda-x86_64: config.resolve
+    # renames both to aws-lambda-x86-64 and the default, merged in after the environment, wins
+    "prices.aws_lambda-x86_64.": "the default wins over the variable",
+    "prices.aws_lambda-arm64.": "the default wins over the variable",
+    "prices.code_engine.": "the default wins over the variable",
+    "prices.ibm_cf.": "the default wins over the variable",
 }
+UNDERSCORED_PRICES = ("aws_lambda-x86_64", "aws_lambda-arm64", "code_engine", "ibm_cf")
 
 
 def test_the_settings_reference_has_a_row_for_every_setting():
@@ -293,18 +300,6 @@ def test_the_settings_reference_has_a_row_for_every_setting():
         else:
             assert variable == f"`{env_var(name)}`", name
         assert meaning, f"{name} has no meaning in docs/settings.md"
-
-
-#: Prices of platforms whose names hold an underscore: an own price given in any form (variable,
-#: YAML, dask.config.set, keyword) does not replace the default. config.resolve canonicalises the
-#: configured keys (aws-lambda-x86-64) beside the defaults' own (aws_lambda-x86_64), and
-#: records.estimate_cost takes the first entry matching up to - and _: the default. The page says so.
-NOT_REPLACED = (
-    "prices.aws_lambda-x86_64.",
-    "prices.aws_lambda-arm64.",
-    "prices.code_engine.",
-    "prices.ibm_cf.",
-)
 
 
 def settings_seen(names: list[str]) -> dict[str, Any]:
@@ -348,18 +343,30 @@ def variable_settings() -> list[str]:
 
 
 def test_the_environment_variables_of_the_reference_set_their_settings():
-    names = [name for name in variable_settings() if not name.startswith(NOT_REPLACED)]
-    wrong = settings_seen(names)
+    wrong = settings_seen(variable_settings())
     assert not wrong, f"these variables do not set their settings: {wrong}"
 
 
 @pytest.mark.xfail(
-    strict=True, reason="own prices of aws_lambda-*, code_engine and ibm_cf do not replace the defaults"
+    strict=True, reason="config.resolve: the default wins over DASK_FAAS__PRICES__AWS_LAMBDA_..."
 )
-def test_own_prices_of_platforms_with_an_underscore_replace_the_defaults():
-    """When this passes, drop NOT_REPLACED and the note under the prices in docs/settings.md."""
-    names = [name for name in variable_settings() if name.startswith(NOT_REPLACED)]
-    assert names and not settings_seen(names)
+def test_price_variables_of_platforms_with_an_underscore_reach_the_estimate():
+    """When this passes, drop their NO_ENVIRONMENT_FORM entries and the note in docs/settings.md."""
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from dask_faas import config, records
+        prices = config.resolve()["prices"]
+        print(json.dumps({p: records.estimate_cost(prices, p, 1.0, 0) for p in sys.argv[1:]}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    env.update({env_var(f"prices.{p}.gb-s"): "7.5" for p in UNDERSCORED_PRICES})
+    env.update({env_var(f"prices.{p}.vcpu-s"): "0" for p in UNDERSCORED_PRICES})
+    done = subprocess.run(
+        [sys.executable, "-c", code, *UNDERSCORED_PRICES], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == {p: 7.5 for p in UNDERSCORED_PRICES}
 
 
 def test_yaml_blocks_use_settings_that_exist():
