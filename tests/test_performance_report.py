@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
+from fixtures_platforms import PLATFORMS, executor_settings
 
 import dask_faas
 from dask_faas import plot, records
@@ -346,6 +347,22 @@ def test_the_report_of_a_monte_carlo_and_a_shuffle_has_one_bar_per_invocation_an
     png = screenshot(report.as_uri(), tmp_path / "report.png", tmp_path)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert colourful_pixels(png) > 20_000, "the screenshot shows no plots"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_the_report_of_each_platform_shows_its_request_ids(request, platform, make_executor, tmp_path):
+    """Through a platform's emulator (functions in its instances, storage on S3): a bar per invocation,
+    each with the platform's own request id in its hover data."""
+    ex = make_executor(**executor_settings(request, platform, ""))
+    report = tmp_path / "report.html"
+    with records.collecting() as seen, dask_faas.performance_report(report):
+        assert list(ex.map(abs, range(-3, 3))) == [3, 2, 1, 0, 1, 2]
+        assert dask.compute(da.ones(40, chunks=10).sum(), scheduler=ex) == (40,)
+    bars = page_sources(report.read_text(encoding="utf-8"))["timeline"]
+    assert len(bars["call"]) == len(seen.invocations) >= 7
+    assert sorted(bars["request_id"]) == sorted(str(r.request_id) for r in seen.invocations)
+    assert all(bars["request_id"]) and {r.platform for r in seen.invocations} == {platform}
 
 
 @needs_chromium
