@@ -137,10 +137,13 @@ class FunctionExecutor:
         ``runtime_memory`` (MiB) and ``timeout`` (s) set this call's limits.
         """
         self.last_call = "call_async"
-        kw = self._keywords(pywren, extra_env=extra_env, include_modules=include_modules,
-                            exclude_modules=exclude_modules)
+        kw = self._keywords(
+            pywren, extra_env=extra_env, include_modules=include_modules, exclude_modules=exclude_modules
+        )
         calls = self._calls(func, [data_of(data)], kw.get("extra_args"), None, None, "\n")
-        return self._map("A", func, calls, None, options_for(self._ex.session.options, runtime_memory, timeout))[0]
+        return self._map(
+            "A", func, calls, None, options_for(self._ex.session.options, runtime_memory, timeout)
+        )[0]
 
     def map(
         self,
@@ -165,8 +168,9 @@ class FunctionExecutor:
         ``chunk_size`` and ``chunk_n`` are understood.
         """
         self.last_call = "map"
-        kw = self._keywords(pywren, extra_env=extra_env, include_modules=include_modules,
-                            exclude_modules=exclude_modules)
+        kw = self._keywords(
+            pywren, extra_env=extra_env, include_modules=include_modules, exclude_modules=exclude_modules
+        )
         calls = self._calls(
             map_function,
             data_of(map_iterdata),
@@ -387,8 +391,9 @@ class FunctionExecutor:
             function = session.function(mapper)
             return [
                 self._future(
-                    session.submit(function, [((kwargs, i, locators), {})], unwrap=True, options=options,
-                                   label=label),
+                    session.submit(
+                        function, [((kwargs, i, locators), {})], unwrap=True, options=options, label=label
+                    ),
                     job,
                     i,
                 )
@@ -399,7 +404,9 @@ class FunctionExecutor:
         for start in range(0, len(data), size):
             batch = [(kwargs, start + i) for i, kwargs in enumerate(data[start : start + size])]
             targets: list[cf.Future[Any]] = [cf.Future() for _ in batch]
-            whole = session.submit(function, [((batch, locators), {})], unwrap=True, options=options, label=label)
+            whole = session.submit(
+                function, [((batch, locators), {})], unwrap=True, options=options, label=label
+            )
             whole.add_done_callback(functools.partial(fan_out, targets=targets))
             futures += [self._future(t, job, i) for t, (_, i) in zip(targets, batch, strict=True)]
         return futures
@@ -412,8 +419,12 @@ class FunctionExecutor:
                 ignored.append(f"map_reduce's {name}")
         new = [name for name in ignored if name not in self._warned]
         self._warned.update(new)
-        warn_ignored(new, "set memory_mb / timeout_s on the executor" if any("map_reduce" in n for n in new)
-                     else "per call")
+        warn_ignored(
+            new,
+            "set memory_mb / timeout_s on the executor"
+            if any("map_reduce" in n for n in new)
+            else "per call",
+        )
         return kw
 
     def _future(self, future: cf.Future[Any], job_id: str, call_id: int) -> ResponseFuture:

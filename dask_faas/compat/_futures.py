@@ -68,7 +68,9 @@ class ResponseFuture:
             store = worker.current().store  # inside a function: the job that called it
         except RuntimeError:
             if owner is None:
-                raise TypeError(f"{self!r} belongs to no executor of this process: it cannot be pickled") from None
+                raise TypeError(
+                    f"{self!r} belongs to no executor of this process: it cannot be pickled"
+                ) from None
             store = owner.executor.session.store
         outcome = self._outcome(store)
         return (_restored, (outcome, self.executor_id, self.job_id, self.call_id, self._produce_output))
@@ -210,8 +212,12 @@ class FuturesList(list):  # type: ignore[type-arg]
 
     def wait(self, **kwargs: Any) -> Any:
         if self.executor is None:
-            done, not_done = wait_for(list(self), kwargs.get("return_when", ALL_COMPLETED),
-                                      kwargs.get("timeout"), kwargs.get("throw_except", True))
+            done, not_done = wait_for(
+                list(self),
+                kwargs.get("return_when", ALL_COMPLETED),
+                kwargs.get("timeout"),
+                kwargs.get("throw_except", True),
+            )
             return FuturesList(done), FuturesList(not_done)
         return self.executor.wait(self, **kwargs)
 
@@ -241,7 +247,9 @@ def is_futures(value: Any) -> bool:
     """Whether ``value`` is a future, or a non-empty list or tuple of them (Lithops' new futures)."""
     if isinstance(value, ResponseFuture):
         return True
-    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, ResponseFuture) for v in value)
+    return (
+        isinstance(value, list | tuple) and bool(value) and all(isinstance(v, ResponseFuture) for v in value)
+    )
 
 
 def results_of(

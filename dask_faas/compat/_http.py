@@ -74,7 +74,9 @@ class HttpObjects(Storage):
             raise
         with response:
             if ranged and response.status != 206:
-                raise OSError(f"{key}: the server answered {response.status} to a ranged GET (Range not honoured)")
+                raise OSError(
+                    f"{key}: the server answered {response.status} to a ranged GET (Range not honoured)"
+                )
             return response.read()
 
     def locator(self) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from ._cloudobjects import CloudObject as CloudObjectRef
 from ._http import HttpObjects
 
 #: Lithops' storage names used as URL schemes (``aws_s3://bucket/key``) -> dask-faas's.
-SCHEMES = {"aws_s3": "s3", "minio": "s3", "ceph": "s3", "ibm_cos": "cos", "localhost": "local", "local": "local"}
+SCHEMES = {
+    "aws_s3": "s3",
+    "minio": "s3",
+    "ceph": "s3",
+    "ibm_cos": "cos",
+    "localhost": "local",
+    "local": "local",
+}
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ def persist(future: cf.Future[Any], value_of: Any, store: Any) -> StoredOutcome:
         try:
             store.put(name, data)
         except Exception as exc:  # the job ended first: the outcome has nowhere to go
-            logger.warning("the outcome of a pickled future could not be stored at %s: %s", outcome.ref.key, exc)
+            logger.warning(
+                "the outcome of a pickled future could not be stored at %s: %s", outcome.ref.key, exc
+            )
 
     future.add_done_callback(write)
     return outcome
@@ -140,7 +142,9 @@ def _try(outcome: StoredOutcome, target: cf.Future[Any], deadline: float) -> boo
         return True
     if time.monotonic() > deadline:
         needs = "" if store is not None else " (no executor of this process holds the key it is signed with)"
-        target.set_exception(TimeoutError(f"the outcome of a pickled future never appeared at {outcome.ref.key}{needs}"))
+        target.set_exception(
+            TimeoutError(f"the outcome of a pickled future never appeared at {outcome.ref.key}{needs}")
+        )
         return True
     return False
 

@@ -64,7 +64,9 @@ def extract_storage_config(config: dict[str, Any]) -> dict[str, Any]:
     lithops = sections(config)
     out: dict[str, Any] = {
         "backend": lithops.get("storage") or lithops.get("storage_backend"),
-        "lithops": {k: v for k, v in lithops.items() if k in ("storage", "storage_backend", "storage_bucket")},
+        "lithops": {
+            k: v for k, v in lithops.items() if k in ("storage", "storage_backend", "storage_bucket")
+        },
     }
     for section in ("aws", "aws_s3", "ibm_cos", "minio", "ceph", "localhost"):
         if config.get(section) is not None:

@@ -68,7 +68,9 @@ class RetryingFuture:
     def stats(self) -> Any:
         return self.response_future.stats
 
-    def status(self, throw_except: bool = True, internal_storage: Any = None, check_only: bool = False) -> Any:
+    def status(
+        self, throw_except: bool = True, internal_storage: Any = None, check_only: bool = False
+    ) -> Any:
         """The current attempt's status (its error raised with ``throw_except``)."""
         return self.response_future.status(throw_except=throw_except)
 

@@ -7,7 +7,15 @@ from typing import Any
 from ._binding import as_list
 from ._futures import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FuturesList, results_of, wait_for
 
-__all__ = ["ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "THREADPOOL_SIZE", "WAIT_DUR_SEC", "get_result", "wait"]
+__all__ = [
+    "ALL_COMPLETED",
+    "ALWAYS",
+    "ANY_COMPLETED",
+    "THREADPOOL_SIZE",
+    "WAIT_DUR_SEC",
+    "get_result",
+    "wait",
+]
 
 #: Lithops' defaults (accepted; dask-faas waits on the futures themselves, without polling).
 THREADPOOL_SIZE = 64
