@@ -365,6 +365,41 @@ def test_the_report_of_each_platform_shows_its_request_ids(request, platform, ma
     assert all(bars["request_id"]) and {r.platform for r in seen.invocations} == {platform}
 
 
+SENTINEL_KEY = "AKIAREPORTSENTINEL0KEY"
+SENTINEL_SECRET = "sentinel/report/secret-never-seen-0123456"
+SENTINEL_TOKEN = "sentinel-report-session-token-0123456789"
+
+
+def nosy(x: int) -> int:
+    """Print, and fail with, what a function sees of its storage and context."""
+    from dask_faas import worker
+
+    context = worker.current()
+    print("storage", context.storage, context.storage.locator())
+    if x < 0:
+        raise RuntimeError(f"context {context!r} storage {context.storage.locator()!r}")
+    return x
+
+
+@pytest.mark.slow
+def test_no_credential_reaches_the_report(s3_endpoint, s3_bucket, make_executor, tmp_path):
+    """Sentinel storage credentials and signing key: in no part of the page, errors included."""
+    key = os.urandom(32).hex()
+    s3 = {"bucket": s3_bucket, "endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    s3 |= {"key": SENTINEL_KEY, "secret": SENTINEL_SECRET, "token": SENTINEL_TOKEN}
+    ex = make_executor(storage="s3", s3=s3, signing_key=key, logs={"directory": str(tmp_path / "logs")})
+    report = tmp_path / "report.html"
+    with dask_faas.performance_report(report):
+        assert list(ex.map(nosy, [1, 2])) == [1, 2]
+        assert dask.compute(dask.delayed(nosy)(3), scheduler=ex) == (3,)
+        with pytest.raises(RuntimeError, match="context"):
+            ex.submit(nosy, -1).result()
+    page = report.read_text(encoding="utf-8")
+    assert "context" in "".join(page_sources(page)["timeline"]["error"])  # the error text is in the page
+    for secret in (SENTINEL_KEY, SENTINEL_SECRET, SENTINEL_TOKEN, key):
+        assert secret not in page, f"{secret} appears in the report"
+
+
 @needs_chromium
 def test_the_console_check_sees_errors_failed_loads_and_outside_requests(browser, tmp_path):
     """The check above can fail: a page with faults of each kind is reported for every one."""
