@@ -115,7 +115,7 @@ def positional_call(user: inspect.Signature, elem: Any) -> dict[str, Any]:
         if not isinstance(elem, list):
             raise
         bound = user.bind(*elem)
-    if any(p.kind is p.VAR_POSITIONAL for p in user.parameters.values()):
+    if any(p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) for p in user.parameters.values()):
         return {POSITIONAL: bound.args, **bound.kwargs}
     return dict(bound.arguments)
 
