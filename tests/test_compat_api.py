@@ -118,7 +118,7 @@ def test_config_helpers_round_trip(tmp_path: Path, local_root: Path) -> None:
 def test_submodules_and_version() -> None:
     code = (
         "import lithops_probe\n"
-        "from dask_faas.compat.wait import ALWAYS, ANY_COMPLETED, ALL_COMPLETED, THREADPOOL_SIZE, WAIT_DUR_SEC\n"
+        "from dask_faas.compat.wait import ALWAYS, ANY_COMPLETED, ALL_COMPLETED, THREADPOOL_SIZE\n"
         "from dask_faas.compat.storage import Storage\n"
         "from dask_faas.compat.storage.utils import CloudObject, StorageNoSuchKeyError\n"
         "from dask_faas.compat.executors import FunctionExecutor, LocalhostExecutor\n"
@@ -138,7 +138,7 @@ def test_top_level_wait_and_get_result(executor: Any) -> None:
     fexec = lithops.FunctionExecutor(executor=executor)
     slow = fexec.call_async(time.sleep, 3)
     fast = fexec.map(lambda x: x * 10, [1, 2])
-    done, not_done = lithops.wait(fast + [slow], return_when=lithops.ANY_COMPLETED)
+    done, not_done = lithops.wait([*fast, slow], return_when=lithops.ANY_COMPLETED)
     assert done and slow in not_done
     assert lithops.wait([slow], return_when=lithops.ALWAYS)[1] == [slow]
     assert lithops.get_result(fast) == [10, 20]
@@ -193,7 +193,7 @@ def test_per_call_timeout_and_memory_are_the_calls_limits(executor: Any, caplog:
     caplog.set_level(logging.WARNING, "dask_faas.compat")
     fexec = lithops.FunctionExecutor(executor=executor)
     slow = fexec.map(time.sleep, [5], timeout=1)
-    with pytest.raises(InvocationError, match="time limit|timed out|timeout"):
+    with pytest.raises(InvocationError, match=r"time limit|timed out|timeout"):
         slow[0].result()
 
     def allocate(mb: int) -> int:
