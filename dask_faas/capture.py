@@ -7,14 +7,15 @@
   instance (Knative) each keep their own output (a context variable says whose it is); output of a
   thread the call started itself is kept when that call is the only one running.
 - :func:`reset_peak_memory` and :func:`peak_memory_mb`: the process's peak resident memory during
-  the call (Linux's ``VmHWM``, reset through ``/proc/self/clear_refs``; else ``getrusage``'s
-  lifetime peak). It is the process's: calls running at once on one instance share it.
+  the call (``getrusage``'s ``ru_maxrss``, whose peak ``/proc/self/clear_refs`` resets on Linux;
+  elsewhere the lifetime peak). It is the process's: calls running at once on one instance share it.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import resource
 import sys
 import threading
@@ -98,18 +99,19 @@ class _Tee:
 
 
 class _Handler(logging.Handler):
-    """Root-logger records of the running call, into its capture."""
+    """Root-logger records of the running calls, each into its call's capture (on the root logger
+    while any call captures, as the streams are teed)."""
 
-    def __init__(self, sink: _Capped) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.NOTSET)
-        self.sink = sink
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if _owner() is not self.sink:
+        sink = _owner()
+        if sink is None:
             return
         try:
-            self.sink.write(self.format(record) + "\n")
+            sink.write(self.format(record) + "\n")
         except Exception:  # a record that cannot be formatted: logging's own report
             self.handleError(record)
         last = logging.lastResort
@@ -127,6 +129,9 @@ def _only_handlers(name: str) -> bool:
             return False
         logger = logger.parent if logger.propagate else None
     return True
+
+
+_HANDLER = _Handler()
 
 
 class OutputCapture:
@@ -148,7 +153,6 @@ class OutputCapture:
         self.text = ""
         self._sink: _Capped | None = None
         self._token: contextvars.Token[_Capped | None] | None = None
-        self._handler: _Handler | None = None
 
     def __enter__(self) -> OutputCapture:
         global _saved
@@ -156,13 +160,12 @@ class OutputCapture:
             return self
         self._sink = sink = _Capped(self.max_bytes)
         with _lock:
-            if not _active:  # tee the streams while any call captures
+            if not _active:  # tee the streams and take the root logger's records while any call captures
                 _saved = (sys.stdout, sys.stderr)
                 sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)  # type: ignore[assignment]
+                logging.getLogger().addHandler(_HANDLER)
             _active.append(sink)
         self._token = _sink.set(sink)
-        self._handler = _Handler(sink)
-        logging.getLogger().addHandler(self._handler)
         return self
 
     def __exit__(
@@ -172,13 +175,14 @@ class OutputCapture:
         sink = self._sink
         if sink is None:
             return
-        logging.getLogger().removeHandler(self._handler)  # type: ignore[arg-type]
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         if self._token is not None:
             _sink.reset(self._token)
         with _lock:
             _active.remove(sink)
+            if not _active:
+                logging.getLogger().removeHandler(_HANDLER)
             if not _active and _saved is not None:
                 out, err = _saved
                 if isinstance(sys.stdout, _Tee):  # unless the call replaced them for good
@@ -201,22 +205,25 @@ def status_bytes(name: str) -> int | None:
     return None
 
 
+_clear_refs: tuple[int, int] | None = None  # (pid, fd) of the process's clear_refs, kept open
+
+
 def reset_peak_memory() -> bool:
     """Start the process's peak resident memory afresh (Linux's ``clear_refs``); False where it
     cannot be (the peak is then the process's lifetime one)."""
+    global _clear_refs
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        if _clear_refs is None or _clear_refs[0] != os.getpid():  # a forked child has its own
+            _clear_refs = (os.getpid(), os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC))
+        os.write(_clear_refs[1], b"5")  # 5: reset the peak RSS only (no page-table walk)
     except OSError:
         return False
     return True
 
 
 def peak_memory_mb() -> float | None:
-    """The process's peak resident memory in MiB since :func:`reset_peak_memory` (or its start)."""
-    peak = status_bytes("VmHWM")
-    if peak is not None:
-        return peak / 2**20
+    """The process's peak resident memory in MiB since :func:`reset_peak_memory` (or its start):
+    ``getrusage``'s ``ru_maxrss``, which follows the reset (measured on Linux 6)."""
     try:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     except (OSError, ValueError):

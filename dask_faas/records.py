@@ -24,13 +24,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
 import shutil
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -214,34 +215,57 @@ class Recorder:
 
     def __init__(self, kept: int = 100_000, enabled: bool = True) -> None:
         self.enabled = enabled
-        self._records: collections.deque[InvocationRecord] = collections.deque(maxlen=kept)
+        # records, or what makes one: a record is made when first read (off the calls' hot path)
+        self._records: collections.deque[InvocationRecord | Callable[[], InvocationRecord]]
+        self._records = collections.deque(maxlen=kept)
+        self._made = True  # every item is a record
         self._lock = threading.Lock()
         #: Records made so far (dropped ones included).
         self.total = 0
         #: Storage requests the functions made, by kind (from their responses).
         self.function_requests: collections.Counter[str] = collections.Counter()
 
-    def add(self, record: InvocationRecord, requests: Mapping[str, int] | None = None) -> None:
-        """Keep ``record`` (and count the function's storage ``requests``)."""
+    def add(
+        self,
+        record: InvocationRecord | Callable[[], InvocationRecord],
+        requests: Mapping[str, int] | None = None,
+    ) -> None:
+        """Keep ``record``, or the function that makes it when it is first read (and count the
+        function's storage ``requests``)."""
         if not self.enabled:
             return
+        if _active and not isinstance(record, InvocationRecord):  # collecting() blocks want it now
+            record = record()
         with self._lock:
             self._records.append(record)
+            self._made = self._made and isinstance(record, InvocationRecord)
             self.total += 1
             if requests:
-                self.function_requests.update({k: int(v) for k, v in requests.items() if k in REQUEST_KINDS})
-        _publish(record)
+                counts = self.function_requests
+                for kind, count in requests.items():
+                    if kind in REQUEST_KINDS:
+                        counts[kind] += int(count)
+        if isinstance(record, InvocationRecord):
+            _publish(record)
+
+    def _all(self) -> list[InvocationRecord]:
+        if not self._made:
+            made = [item if isinstance(item, InvocationRecord) else item() for item in self._records]
+            self._records = collections.deque(made, maxlen=self._records.maxlen)
+            self._made = True
+            return made
+        return list(self._records)  # type: ignore[arg-type]
 
     def records(self) -> list[InvocationRecord]:
         """The records kept, oldest first."""
         with self._lock:
-            return list(self._records)
+            return self._all()
 
     def since(self, total: int) -> list[InvocationRecord]:
         """The records made after :attr:`total` was ``total`` (those still kept)."""
         with self._lock:
             new = self.total - total
-            return list(self._records)[-new:] if new > 0 else []
+            return self._all()[-new:] if new > 0 else []
 
 
 # -- cost ---------------------------------------------------------------------------------------
@@ -518,7 +542,25 @@ class Observer:
         if not self.recorder.enabled:
             return
         stats = stats or {}
-        record = InvocationRecord(
+        failure = None if error is None else one_line(error)
+        requests = stats.get("requests")
+        self.recorder.add(
+            functools.partial(
+                self._record, sent, outcome, received, stats, failure, len(logs.encode("utf-8", "replace"))
+            ),
+            requests if isinstance(requests, Mapping) else None,
+        )
+
+    def _record(
+        self,
+        sent: Sent,
+        outcome: str,
+        received: float | None,
+        stats: Mapping[str, Any],
+        error: str | None,
+        log_bytes: int,
+    ) -> InvocationRecord:
+        return InvocationRecord(
             job=self.job,
             call=sent.call,
             attempt=sent.attempt,
@@ -538,12 +580,10 @@ class Observer:
             memory_mb=sent.memory_mb,
             request_id=None if stats.get("request_id") is None else str(stats["request_id"]),
             outcome=outcome,
-            error=None if error is None else one_line(error),
+            error=error,
             backup=sent.backup,
-            log_bytes=len(logs.encode("utf-8", "replace")),
+            log_bytes=log_bytes,
         )
-        requests = stats.get("requests")
-        self.recorder.add(record, requests if isinstance(requests, Mapping) else None)
 
     def _logs(self, sent: Sent, text: str) -> None:
         if self.writer is not None:
