@@ -67,7 +67,12 @@ def bind(fn: Callable[..., Any], iterdata: Any, extra_args: Any) -> list[dict[st
     calls = []
     for elem in data:
         if isinstance(elem, dict):
-            if not var_keyword and not set(user.parameters) <= set(elem):
+            required = {
+                n
+                for n, p in user.parameters.items()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            }
+            if not var_keyword and not required <= set(elem):
                 raise ValueError(
                     f"Check the args names in the data. You provided these args: {list(elem)}, "
                     f"and the args must be: {list(user.parameters)}"

@@ -63,10 +63,11 @@ def map_reduce_graph(
         name = getattr(reduce_function, "__qualname__", None) or repr(reduce_function)
         raise TypeError(f"{name} takes no parameter for the map results")
     mapper = UserFunction(map_function)
-    reducer = UserFunction(reduce_function, results_param=params[0])
     reduce_data = bind(reduce_function, [(None,)], extra_args_reduce)[0]
-    if params[0] != POSITIONAL:
-        del reduce_data[params[0]]
+    results_param = POSITIONAL if POSITIONAL in reduce_data else params[0]  # positional-only: sum
+    reducer = UserFunction(reduce_function, results_param=results_param)
+    if results_param != POSITIONAL:
+        del reduce_data[results_param]
     reduce_blob = cloudpickle.dumps(reduce_data)  # bytes: Dask does not look into the arguments
 
     token = uuid.uuid4().hex[:8]

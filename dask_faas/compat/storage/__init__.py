@@ -15,8 +15,9 @@ from typing import Any
 from .._cloudobjects import CloudObject, StorageNoSuchKeyError
 from .._config import config_from_files, faas_settings
 from .._storage import StorageClient
+from . import utils
 
-__all__ = ["CloudObject", "Storage", "StorageNoSuchKeyError"]
+__all__ = ["CloudObject", "Storage", "StorageNoSuchKeyError", "utils"]
 
 
 class Storage(StorageClient):
