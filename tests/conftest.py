@@ -12,11 +12,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import pytest
 
 from dask_faas.testing import instances
 
 pytest_plugins = ["fixtures_s3", "fixtures_platforms"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def logs_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The job logs of the session go to a directory of its own, not the user's ``~/.cache``
+    (``faas.logs.directory``, here and in the subprocesses the tests start)."""
+    directory = tmp_path_factory.mktemp("job-logs")
+    before = os.environ.get("DASK_FAAS__LOGS__DIRECTORY")
+    os.environ["DASK_FAAS__LOGS__DIRECTORY"] = str(directory)
+    with dask.config.set({"faas.logs.directory": str(directory)}):
+        yield directory
+    if before is None:
+        del os.environ["DASK_FAAS__LOGS__DIRECTORY"]
+    else:
+        os.environ["DASK_FAAS__LOGS__DIRECTORY"] = before
 
 
 def process_table() -> dict[int, tuple[str, int, int]]:
