@@ -34,22 +34,31 @@ Credentials never travel to functions: they reach data with their own environmen
 pool, the client's environment and the executor's storage credentials).
 
 This package is imported inside functions too (to run the calls), so it imports neither dask nor
-pandas at import time. Its private modules:
+pandas at import time. Its public modules are Lithops' (``lithops.config``, ``lithops.executors``,
+``lithops.future``, ``lithops.retries``, ``lithops.storage``, ``lithops.storage.utils``,
+``lithops.wait``, ``lithops.version``); its private ones:
 
-``_executor``   :class:`FunctionExecutor` and the Lithops / PyWren-IBM constructors
-``_config``     Lithops configuration and names -> ``faas`` settings
-``_futures``    :class:`ResponseFuture`, :class:`FuturesList` and waiting on them
-``_binding``    Lithops' rules binding ``map_iterdata`` elements to parameters
-``_function``   the user's function as it runs in a function: argument injection, batches
-``_objects``    the ``obj`` argument: chunk planning on the client, :class:`CloudObject` in functions
-``_storage``    the ``storage`` argument (a Lithops-style client) and storages built from locators
-``_map_reduce`` the Dask graph of ``map_reduce``: map outputs reach reducers through storage
+``_executor``     :class:`FunctionExecutor`
+``_calls``        one call's keywords (Lithops', PyWren-IBM's, ignored ones), futures as data, limits
+``_config``       Lithops configuration and names -> ``faas`` settings
+``_futures``      :class:`ResponseFuture`, :class:`FuturesList` and waiting on them
+``_stored``       pickled futures: outcomes kept in storage, signed, read by a poller
+``_binding``      Lithops' rules binding ``map_iterdata`` elements to parameters
+``_function``     the user's function as it runs in a function: argument injection, batches
+``_objects``      the ``obj`` argument: chunk planning on the client, :class:`CloudObject` in functions
+``_http``         HTTP(S) objects as ``obj`` inputs (HEAD sizes, ranged GETs)
+``_cloudobjects`` references to stored objects, ``StorageNoSuchKeyError``
+``_storage``      the ``storage`` argument (a Lithops-style client) and storages built from locators
+``_map_reduce``   the Dask graph of ``map_reduce``: map outputs reach reducers through storage
+``_summary``      ``job_summary`` from the invocation records
 """
 
 from __future__ import annotations
 
 from . import config, executors, future, retries, storage
-from ._executor import (
+from ._futures import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FuturesList, ResponseFuture
+from ._objects import CloudObject
+from .executors import (
     FunctionExecutor,
     LocalhostExecutor,
     ServerlessExecutor,
@@ -58,8 +67,6 @@ from ._executor import (
     ibm_cf_executor,
     local_executor,
 )
-from ._futures import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FuturesList, ResponseFuture
-from ._objects import CloudObject
 from .retries import RetryingFunctionExecutor
 from .storage import Storage
 from .version import __version__

@@ -3,10 +3,16 @@ futures given as data, and the limits of its invocations."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
-from ._futures import FuturesList, ResponseFuture, is_futures, results_of
+from .. import worker
+from ._config import warn_ignored
+from ._function import UserFunction
+from ._futures import FuturesList, ResponseFuture, fan_out, is_futures, results_of
 
 #: PyWren-IBM's keywords -> Lithops' (``map`` and ``map_reduce``).
 PYWREN_NAMES = {
@@ -71,3 +77,59 @@ def options_for(defaults: Any, runtime_memory: int | None, timeout: float | None
     if timeout:
         changes["timeout_s"] = float(timeout)
     return dataclasses.replace(defaults, **changes) if changes else defaults
+
+
+def call_keywords(given: dict[str, Any], warned: set[str]) -> dict[str, Any]:
+    """:func:`lithops_keywords` of one call; the ignored ones not in ``warned`` yet are named in
+    one warning (and added to it). ``map_reduce`` runs with the executor's limits."""
+    kw, ignored = lithops_keywords(given)
+    for name in ("map_runtime_memory", "reduce_runtime_memory", "timeout"):
+        if kw.pop(name, None):
+            ignored.append(f"map_reduce's {name}")
+    new = [name for name in ignored if name not in warned]
+    warned.update(new)
+    in_map_reduce = any("map_reduce" in n for n in new)
+    warn_ignored(new, "set memory_mb / timeout_s on the executor" if in_map_reduce else "per call")
+    return kw
+
+
+def submit_calls(
+    session: Any,
+    fn: Callable[..., Any],
+    data: list[dict[str, Any]],
+    locators: list[dict[str, Any]],
+    chunksize: int | None,
+    options: Any,
+) -> list[cf.Future[Any]]:
+    """Invoke ``fn`` over the calls' keyword arguments ``data``, ``chunksize`` calls per invocation,
+    with these limits (:class:`~dask_faas.session.CallOptions`); the futures of the calls, in order."""
+    mapper = UserFunction(fn)
+    size = max(1, chunksize or 1)
+    label = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if size == 1:
+        function = session.function(mapper)
+        return [
+            session.submit(function, [((kwargs, i, locators), {})], unwrap=True, options=options, label=label)
+            for i, kwargs in enumerate(data)
+        ]
+    function = session.function(mapper.batch)
+    futures: list[cf.Future[Any]] = []
+    for start in range(0, len(data), size):
+        batch = [(kwargs, start + i) for i, kwargs in enumerate(data[start : start + size])]
+        targets: list[cf.Future[Any]] = [cf.Future() for _ in batch]
+        whole = session.submit(function, [((batch, locators), {})], unwrap=True, options=options, label=label)
+        whole.add_done_callback(functools.partial(fan_out, targets=targets))
+        futures += targets
+    return futures
+
+
+def job_storage() -> Any:
+    """Inside a function: the storage of the job that runs it (an internal execution uses the same
+    storage), else None."""
+    try:
+        locator = worker.current().storage.locator()
+    except RuntimeError:
+        return None
+    from ..backends.storage import storage_from_locator
+
+    return storage_from_locator(locator)

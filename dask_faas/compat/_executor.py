@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import worker
 from ._binding import as_list, bind, parameter_names
-from ._calls import data_of, lithops_keywords, options_for
+from ._calls import call_keywords, data_of, job_storage, options_for, submit_calls
 from ._config import config_from_files, faas_settings, s3_storage_options, split_ignored, warn_ignored
-from ._function import UserFunction
-from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, fan_out, keep_alive, results_of, wait_for
+from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, keep_alive, results_of, wait_for
 from ._map_reduce import groups_by_object, map_reduce_graph, run_graph
 from ._objects import expand_objects
 from ._storage import LITHOPS_NAMES, StorageClient
@@ -90,7 +87,7 @@ class FunctionExecutor:
 
             faas = faas_settings(config, backend, storage, settings)
             if "storage" not in faas:
-                faas["storage"] = _job_storage()
+                faas["storage"] = job_storage()
             executor = FaasExecutor(**{k: v for k, v in faas.items() if v is not None})
         self._ex = executor
         register(executor.session.store)
@@ -331,21 +328,11 @@ class FunctionExecutor:
         self._ex.plot(target if target.endswith((".png", ".svg", ".pdf")) else f"{target}.png")
 
     def job_summary(self, cloud_objects_n: int = 0) -> Any:
-        """One row per job: calls, invocations, errors, time span and GB-s (a pandas DataFrame),
-        from :meth:`dask_faas.FaasExecutor.invocations`."""
-        frame = self._ex.invocations()
-        if frame.empty:
-            return frame
-        spans = frame.assign(gb_s=frame["running_s"].fillna(0) * frame["memory_mb"] / 1024)
-        grouped = spans.groupby("prefix")
-        return grouped.agg(
-            calls=("call", "nunique"),
-            invocations=("call", "size"),
-            errors=("outcome", lambda o: int((o == "error").sum())),
-            submitted=("submitted", "min"),
-            ended=("ended", "max"),
-            gb_s=("gb_s", "sum"),
-        ).reset_index()
+        """One row per job (function): calls, invocations, errors, time span and GB-s, a pandas
+        DataFrame from :meth:`dask_faas.FaasExecutor.invocations`."""
+        from ._summary import job_summary
+
+        return job_summary(self._ex.invocations())
 
     def call_stats(self, future: ResponseFuture) -> dict[str, Any]:
         """Lithops' statistics of one call (empty: dask-faas cannot match a future to its
@@ -383,89 +370,15 @@ class FunctionExecutor:
         """Submit the calls, ``chunksize`` calls per invocation; their futures, in call order."""
         data, _, locators = calls
         job = f"{prefix}{next(self._jobs):03d}"
-        mapper = UserFunction(fn)
-        session = self._ex.session
-        size = max(1, chunksize or 1)
-        label = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        if size == 1:
-            function = session.function(mapper)
-            return [
-                self._future(
-                    session.submit(
-                        function, [((kwargs, i, locators), {})], unwrap=True, options=options, label=label
-                    ),
-                    job,
-                    i,
-                )
-                for i, kwargs in enumerate(data)
-            ]
-        function = session.function(mapper.batch)
-        futures = []
-        for start in range(0, len(data), size):
-            batch = [(kwargs, start + i) for i, kwargs in enumerate(data[start : start + size])]
-            targets: list[cf.Future[Any]] = [cf.Future() for _ in batch]
-            whole = session.submit(
-                function, [((batch, locators), {})], unwrap=True, options=options, label=label
-            )
-            whole.add_done_callback(functools.partial(fan_out, targets=targets))
-            futures += [self._future(t, job, i) for t, (_, i) in zip(targets, batch, strict=True)]
-        return futures
+        submitted = submit_calls(self._ex.session, fn, data, locators, chunksize, options)
+        return [self._future(future, job, i) for i, future in enumerate(submitted)]
 
     def _keywords(self, pywren: dict[str, Any], **given: Any) -> dict[str, Any]:
         """Lithops' keywords of one call; the ignored ones are named in one warning per executor."""
-        kw, ignored = lithops_keywords({**pywren, **given})
-        for name in ("map_runtime_memory", "reduce_runtime_memory", "timeout"):
-            if kw.pop(name, None):
-                ignored.append(f"map_reduce's {name}")
-        new = [name for name in ignored if name not in self._warned]
-        self._warned.update(new)
-        warn_ignored(
-            new,
-            "set memory_mb / timeout_s on the executor"
-            if any("map_reduce" in n for n in new)
-            else "per call",
-        )
-        return kw
+        return call_keywords({**pywren, **given}, self._warned)
 
     def _future(self, future: cf.Future[Any], job_id: str, call_id: int) -> ResponseFuture:
         response = ResponseFuture(future, self.executor_id, job_id, call_id, owner=self)
         keep_alive(self, future)
         self.futures.append(response)
         return response
-
-
-def _job_storage() -> Any:
-    """Inside a function: the storage of the job that runs it (an internal execution uses the same
-    storage), else None."""
-    try:
-        locator = worker.current().storage.locator()
-    except RuntimeError:
-        return None
-    from ..backends.storage import storage_from_locator
-
-    return storage_from_locator(locator)
-
-
-def ibm_cf_executor(**kwargs: Any) -> FunctionExecutor:
-    """PyWren-IBM's ``ibm_cf_executor()``: a :class:`FunctionExecutor` on the configured backend."""
-    return FunctionExecutor(**kwargs)
-
-
-function_executor = ServerlessExecutor = ibm_cf_executor
-
-
-def StandaloneExecutor(**kwargs: Any) -> FunctionExecutor:
-    """Lithops' ``StandaloneExecutor`` (virtual machines): the configured dask-faas backend instead."""
-    warn_ignored(["standalone mode (virtual machines)"], "StandaloneExecutor runs on the configured backend")
-    return FunctionExecutor(**kwargs)
-
-
-def LocalhostExecutor(**kwargs: Any) -> FunctionExecutor:
-    """Lithops' ``LocalhostExecutor``: the local function pool and local storage."""
-    kwargs.setdefault("backend", "local")
-    if kwargs.get("executor") is None and "s3" not in kwargs:
-        kwargs.setdefault("storage", "local")
-    return FunctionExecutor(**kwargs)
-
-
-local_executor = LocalhostExecutor
