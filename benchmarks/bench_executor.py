@@ -20,7 +20,8 @@ of worker processes (``--workers``, default 2), is warmed up once (untimed), the
 
 The cost of recording (invocation records and the capture of the functions' output, on by
 default) is the ratio of faas-map to faas-map-off and of faas-dask to faas-dask-off (target: within
-5%); the two executors of each pair run side by side, their repeats interleaved.
+5%); the two executors of each pair run side by side, their repeats interleaved in alternating
+order (A B B A A B ...: the first of each turn pays for collecting the garbage of the turn before).
 
 Nothing is asserted on times: the script only reports (the target checks are printed). It exits 1
 when a contender fails or returns wrong results, or when processes it started are left behind.
@@ -308,13 +309,16 @@ def checker(calls: int) -> Callable[[Any], None]:
 
 
 def _interleaved(cases: list[Case], repeats: int) -> list[list[float]]:
-    """Time ``cases`` ``repeats`` times each, one repeat of each in turn, after one untimed
-    warm-up each; the seconds of each case's repeats."""
+    """Time ``cases`` ``repeats`` times each, one repeat of each in turn (in alternating order),
+    after one untimed warm-up each; the seconds of each case's repeats."""
     seconds: list[list[float]] = [[] for _ in cases]
     for case in cases:
         checker(case.calls)(case.run())
-    for _ in range(repeats):
-        for case, timings in zip(cases, seconds, strict=True):
+    pairs = list(zip(cases, seconds, strict=True))
+    for repeat in range(repeats):
+        # in turn A B, then B A: the first of a turn collects the garbage the turn before left (the
+        # dask graphs of 1000 tasks), which weighs on its time; alternating spreads it evenly
+        for case, timings in pairs if repeat % 2 == 0 else pairs[::-1]:
             timings.extend(time_repeats(case.run, 1, warmup=0, check=checker(case.calls)))
     return seconds
 

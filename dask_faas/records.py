@@ -24,14 +24,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import functools
 import logging
+import operator
 import os
 import re
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +150,8 @@ def frame(records: Iterable[InvocationRecord]) -> pandas.DataFrame:
     """One row per record, with the columns :data:`FIELDS` (pandas is imported here)."""
     import pandas
 
-    rows = [dataclasses.astuple(record) for record in records]
+    fields = operator.attrgetter(*FIELDS)  # not dataclasses.astuple, which deep-copies
+    rows = [fields(record) for record in records]
     return pandas.DataFrame.from_records(rows, columns=list(FIELDS))
 
 
@@ -205,6 +206,10 @@ def publish_compute(report: Any) -> None:
 class Recorder:
     """The invocation records of one executor: the latest ``kept`` of them, and running totals.
 
+    Records are kept as plain tuples of their fields (in :data:`FIELDS` order), which Python's
+    garbage collector stops tracking, so that 100,000 of them cost a process's collections
+    nothing; :meth:`records` makes the :class:`InvocationRecord` objects.
+
     Parameters
     ----------
     kept : int
@@ -215,10 +220,7 @@ class Recorder:
 
     def __init__(self, kept: int = 100_000, enabled: bool = True) -> None:
         self.enabled = enabled
-        # records, or what makes one: a record is made when first read (off the calls' hot path)
-        self._records: collections.deque[InvocationRecord | Callable[[], InvocationRecord]]
-        self._records = collections.deque(maxlen=kept)
-        self._made = True  # every item is a record
+        self._rows: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=kept)
         self._lock = threading.Lock()
         #: Records made so far (dropped ones included).
         self.total = 0
@@ -226,46 +228,35 @@ class Recorder:
         self.function_requests: collections.Counter[str] = collections.Counter()
 
     def add(
-        self,
-        record: InvocationRecord | Callable[[], InvocationRecord],
-        requests: Mapping[str, int] | None = None,
+        self, record: InvocationRecord | tuple[Any, ...], requests: Mapping[str, int] | None = None
     ) -> None:
-        """Keep ``record``, or the function that makes it when it is first read (and count the
-        function's storage ``requests``)."""
+        """Keep ``record`` (or the tuple of its fields), and count the function's storage ``requests``."""
         if not self.enabled:
             return
-        if _active and not isinstance(record, InvocationRecord):  # collecting() blocks want it now
-            record = record()
+        row = operator.attrgetter(*FIELDS)(record) if isinstance(record, InvocationRecord) else record
         with self._lock:
-            self._records.append(record)
-            self._made = self._made and isinstance(record, InvocationRecord)
+            self._rows.append(row)
             self.total += 1
             if requests:
                 counts = self.function_requests
                 for kind, count in requests.items():
                     if kind in REQUEST_KINDS:
                         counts[kind] += int(count)
-        if isinstance(record, InvocationRecord):
-            _publish(record)
-
-    def _all(self) -> list[InvocationRecord]:
-        if not self._made:
-            made = [item if isinstance(item, InvocationRecord) else item() for item in self._records]
-            self._records = collections.deque(made, maxlen=self._records.maxlen)
-            self._made = True
-            return made
-        return list(self._records)  # type: ignore[arg-type]
+        if _active:  # collecting() blocks
+            _publish(record if isinstance(record, InvocationRecord) else InvocationRecord(*row))
 
     def records(self) -> list[InvocationRecord]:
         """The records kept, oldest first."""
         with self._lock:
-            return self._all()
+            rows = list(self._rows)
+        return [InvocationRecord(*row) for row in rows]
 
     def since(self, total: int) -> list[InvocationRecord]:
         """The records made after :attr:`total` was ``total`` (those still kept)."""
         with self._lock:
-            new = self.total - total
-            return self._all()[-new:] if new > 0 else []
+            new = min(self.total - total, len(self._rows))
+            rows = [self._rows[-k] for k in range(new, 0, -1)] if new > 0 else []
+        return [InvocationRecord(*row) for row in rows]
 
 
 # -- cost ---------------------------------------------------------------------------------------
@@ -542,48 +533,32 @@ class Observer:
         if not self.recorder.enabled:
             return
         stats = stats or {}
-        failure = None if error is None else one_line(error)
-        requests = stats.get("requests")
-        self.recorder.add(
-            functools.partial(
-                self._record, sent, outcome, received, stats, failure, len(logs.encode("utf-8", "replace"))
-            ),
-            requests if isinstance(requests, Mapping) else None,
+        warm, request_id, requests = stats.get("warm"), stats.get("request_id"), stats.get("requests")
+        row = (
+            self.job,
+            sent.call,
+            sent.attempt,
+            sent.delivery,
+            sent.tasks,
+            sent.prefix,
+            self.platform,
+            sent.submitted,
+            _number(stats.get("started")),
+            _number(stats.get("ended")),
+            received,
+            _number(stats.get("running_s")),
+            None if not isinstance(warm, bool) else not warm,
+            int(_number(stats.get("bytes_in")) or 0),
+            int(_number(stats.get("bytes_out")) or 0),
+            _number(stats.get("peak_memory_mb")),
+            sent.memory_mb,
+            None if request_id is None else str(request_id),
+            outcome,
+            None if error is None else one_line(error),
+            sent.backup,
+            len(logs.encode("utf-8", "replace")) if logs else 0,
         )
-
-    def _record(
-        self,
-        sent: Sent,
-        outcome: str,
-        received: float | None,
-        stats: Mapping[str, Any],
-        error: str | None,
-        log_bytes: int,
-    ) -> InvocationRecord:
-        return InvocationRecord(
-            job=self.job,
-            call=sent.call,
-            attempt=sent.attempt,
-            delivery=sent.delivery,
-            tasks=sent.tasks,
-            prefix=sent.prefix,
-            platform=self.platform,
-            submitted=sent.submitted,
-            started=_number(stats.get("started")),
-            ended=_number(stats.get("ended")),
-            received=received,
-            running_s=_number(stats.get("running_s")),
-            cold=None if not isinstance(stats.get("warm"), bool) else not stats["warm"],
-            bytes_in=int(_number(stats.get("bytes_in")) or 0),
-            bytes_out=int(_number(stats.get("bytes_out")) or 0),
-            peak_memory_mb=_number(stats.get("peak_memory_mb")),
-            memory_mb=sent.memory_mb,
-            request_id=None if stats.get("request_id") is None else str(stats["request_id"]),
-            outcome=outcome,
-            error=error,
-            backup=sent.backup,
-            log_bytes=log_bytes,
-        )
+        self.recorder.add(row, requests if isinstance(requests, Mapping) else None)
 
     def _logs(self, sent: Sent, text: str) -> None:
         if self.writer is not None:
