@@ -29,8 +29,9 @@ with open(_FILE) as f:
 dask.config.update_defaults(_DEFAULTS)
 
 
-#: Sections whose keys are names of their own (environment variables), not settings.
-_VERBATIM = {"environment"}
+#: Sections whose keys are names of their own (environment variables; platforms, whose prices'
+#: spellings :func:`_respelt` reconciles), not settings.
+_VERBATIM = {"environment", "prices"}
 
 
 def _canonical(key: str) -> str:
@@ -69,7 +70,36 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
             rename = str if name in _VERBATIM else _canonical
             value = {**(settings.get(name) or {}), **{rename(k): v for k, v in value.items()}}
         settings[name] = value
+    settings["prices"] = _respelt(known["prices"], settings.get("prices"))
     return settings
+
+
+def _respelt(defaults: Mapping[str, Any], value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A section of sections (``prices``) whose names may come spelt with underscores or hyphens
+    (``aws_lambda-x86_64`` in faas.yaml, ``aws_lambda_x86_64`` from ``DASK_FAAS__PRICES__...``,
+    ``aws-lambda-x86-64`` from a keyword): one entry per name, in the defaults' spelling, holding
+    the defaults with every value that differs from them on top, item by item (the order in which
+    dask.config hands the spellings over decides nothing)."""
+
+    def key(name: Any) -> str:
+        return str(name).replace("_", "-")
+
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in defaults.items()}
+    spelling = {key(k): k for k in defaults}
+    for name, entry in (value or {}).items():
+        name = spelling.setdefault(key(name), name)
+        default = defaults.get(name)
+        if not (isinstance(entry, Mapping) and isinstance(merged.get(name), Mapping)):
+            if entry != default:
+                merged[name] = dict(entry) if isinstance(entry, Mapping) else entry
+            continue
+        items = merged[name]
+        inner = {key(k): k for k in items}
+        for item, price in entry.items():
+            item = inner.setdefault(key(item), item)
+            if not isinstance(default, Mapping) or price != default.get(item):
+                items[item] = price
+    return merged
 
 
 def positive(settings: Mapping[str, Any], name: str, kind: type = float, setting: str | None = None) -> Any:
