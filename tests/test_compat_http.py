@@ -188,3 +188,17 @@ def test_pywren_and_ibm_configuration_become_settings() -> None:
         "bucket": "b",
     }
     assert (settings["memory_mb"], settings["timeout_s"]) == (512, 120)
+
+
+def test_pywren_url_parameter_takes_http_inputs(executor: Any, http_files: Any) -> None:
+    base, _ = http_files
+
+    def words(url: Any) -> tuple[str, int]:  # PyWren-IBM's map_reduce_url.py
+        return url.path, len(url.data_stream.read().split())
+
+    pw = pywren.ibm_cf_executor(executor=executor)
+    got = pw.map(words, [f"{base}/data/a.txt"], chunk_n=2).get_result()
+    assert [path for path, _ in got] == [f"{base}/data/a.txt"] * 2
+    assert sum(n for _, n in got) == len(WORDS.split())
+    lithops_style = pywren.FunctionExecutor(executor=executor)  # Lithops 3: 'url' is a plain parameter
+    assert lithops_style.map(lambda url: url.upper(), ["http://x"]).get_result() == ["HTTP://X"]

@@ -65,6 +65,7 @@ from .executors import (
     StandaloneExecutor,
     function_executor,
     ibm_cf_executor,
+    knative_executor,
     local_executor,
 )
 from .retries import RetryingFunctionExecutor
@@ -92,6 +93,7 @@ __all__ = [
     "future",
     "get_result",
     "ibm_cf_executor",
+    "knative_executor",
     "local_executor",
     "retries",
     "storage",

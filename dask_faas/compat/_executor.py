@@ -51,6 +51,11 @@ class FunctionExecutor:
         The futures of every call not cleaned yet.
     last_call : str or None
         ``"call_async"``, ``"map"`` or ``"map_reduce"``.
+    config : dict
+        The Lithops configuration it was made with (``lithops.retries`` is read by
+        :class:`~dask_faas.compat.RetryingFunctionExecutor`).
+    url_inputs : bool
+        PyWren-IBM's rule, set by its constructors: a ``url`` parameter takes HTTP(S) inputs.
     """
 
     def __init__(
@@ -101,6 +106,9 @@ class FunctionExecutor:
             storage_options = s3_storage_options(executor.settings.get("s3") or {})
         self._storage_options = storage_options
         self._warned: set[str] = set()
+        #: PyWren-IBM's rule (its constructors set it): a ``url`` parameter takes HTTP inputs,
+        #: chunked as ``obj`` ones are.
+        self.url_inputs = False
 
     @property
     def executor(self) -> FaasExecutor:
@@ -352,16 +360,18 @@ class FunctionExecutor:
     ) -> _Calls:
         """The keyword arguments of each call, the chunks of each object and the data's locators.
 
-        For an ``obj`` function each call is expanded into one call per chunk of the objects.
+        For an ``obj`` function (PyWren-IBM: ``url`` for HTTP inputs) each call is expanded into
+        one call per chunk of the objects.
         """
         params = parameter_names(fn)
         if "rabbitmq" in params:
             raise NotImplementedError("the 'rabbitmq' argument is not supported by dask-faas")
         calls = bind(fn, iterdata, extra_args)
-        if "obj" not in params:
+        name = "obj" if "obj" in params else "url" if self.url_inputs and "url" in params else None
+        if name is None:
             return calls, [], []
         return expand_objects(
-            calls, self._ex.storage, self._storage_options, chunk_size, chunk_number, newline
+            calls, self._ex.storage, self._storage_options, chunk_size, chunk_number, newline, name
         )
 
     def _map(

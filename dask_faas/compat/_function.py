@@ -50,11 +50,14 @@ class UserFunction:
             data[POSITIONAL] = (list(results), *data[POSITIONAL][1:])
         elif self.results_param is not None:
             data[self.results_param] = list(results)
-        obj = data.get("obj")
+        name = "obj" if "obj" in data else "url"  # PyWren-IBM's HTTP inputs
+        obj = data.get(name)
         if isinstance(obj, Chunk):
-            data["obj"] = obj = CloudObject(obj)
+            data[name] = obj = CloudObject(obj)
             if obj.backend != "http":
                 locators = [*locators, obj.locator]
+        else:
+            obj = None
         prefix = None
         try:
             context = worker.current()

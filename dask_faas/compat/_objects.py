@@ -51,6 +51,7 @@ def expand_objects(
     chunk_size: int | None,
     chunk_number: int | None,
     newline: str | None,
+    name: str = "obj",
 ) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]:
     """One call per chunk of every object that the ``obj`` argument of each call names.
 
@@ -67,6 +68,8 @@ def expand_objects(
         Lithops' ``obj_chunk_size`` and ``obj_chunk_number`` (which wins).
     newline : str or None
         ``"\\n"``: chunks hold whole lines; ``None``: exact byte ranges.
+    name : str
+        The parameter that names the objects: ``obj``, or PyWren-IBM's ``url``.
 
     Returns
     -------
@@ -86,7 +89,7 @@ def expand_objects(
         raise NotImplementedError(f"obj_newline={newline!r}: chunks align to '\\n' (or None)")
     expanded, parts, locators = [], [], {}
     for data in calls:
-        for obj in as_list(data["obj"]):
+        for obj in as_list(data[name]):
             url = _url(obj, storage)
             found, objects = _discover(url, storage_options)
             if found.name != "http":  # HTTP objects are read by URL, not through a storage
@@ -99,7 +102,7 @@ def expand_objects(
                 chunked = len(ranges) > 1
                 for rng in ranges:
                     chunk = Chunk(rng, scheme, rng.index + 1, len(ranges), chunked, newline)
-                    expanded.append({**data, "obj": chunk})
+                    expanded.append({**data, name: chunk})
                 parts.append(len(ranges))
     return expanded, parts, list(locators.values())
 
