@@ -272,12 +272,6 @@ def setting_rows() -> dict[str, list[str]]:
 #: Settings whose environment variable form does not reach the executor, and why.
 NO_ENVIRONMENT_FORM = {
     "environment.": "dask lower-cases the names of DASK_ variables, and these keys are variable names",
-    # a variable spells the entry aws_lambda_x86_64, beside faas.yaml's aws_lambda-x86_64: config.resolve
-    # renames both to aws-lambda-x86-64 and the default, merged in after the environment, wins
-    "prices.aws_lambda-x86_64.": "the default wins over the variable",
-    "prices.aws_lambda-arm64.": "the default wins over the variable",
-    "prices.code_engine.": "the default wins over the variable",
-    "prices.ibm_cf.": "the default wins over the variable",
 }
 UNDERSCORED_PRICES = ("aws_lambda-x86_64", "aws_lambda-arm64", "code_engine", "ibm_cf")
 
@@ -347,11 +341,9 @@ def test_the_environment_variables_of_the_reference_set_their_settings():
     assert not wrong, f"these variables do not set their settings: {wrong}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="config.resolve: the default wins over DASK_FAAS__PRICES__AWS_LAMBDA_..."
-)
 def test_price_variables_of_platforms_with_an_underscore_reach_the_estimate():
-    """When this passes, drop their NO_ENVIRONMENT_FORM entries and the note in docs/settings.md."""
+    """``DASK_FAAS__PRICES__AWS_LAMBDA_X86_64__GB_S`` arrives as ``aws_lambda_x86_64``, beside
+    faas.yaml's ``aws_lambda-x86_64``: the variable's value is the one used."""
     code = textwrap.dedent(
         """
         import json, sys
