@@ -69,9 +69,17 @@ class Job(SignedStore):
         return ref
 
     def close(self) -> int:
-        """Delete everything under the job prefix (idempotent); return how many objects there were."""
+        """Delete everything under the job prefix (idempotent); return how many objects there were.
+
+        The function objects go first: a delivery still running (a platform's duplicate) that
+        writes after the listing below finds its function gone and deletes what it wrote
+        (:mod:`dask_faas.worker`).
+        """
         with self._lock:
             if self._closed:
                 return 0
             self._closed = True
-        return self.storage.delete_prefix(self.prefix + "/")
+            functions = list(self._functions.values())
+        if functions:
+            self.delete(*functions)
+        return len(functions) + self.storage.delete_prefix(self.prefix + "/")

@@ -215,6 +215,8 @@ class Runtime:
                 if token is not None:
                     _current.reset(token)
                 marked = mark.cancel() if mark is not None else False
+        if storage.bytes_written or marked:
+            _clean_up_if_the_job_ended(storage, inv)
         inline = 0 if isinstance(value, Ref) else len(value)
         stats = {
             "pid": os.getpid(),
@@ -280,6 +282,22 @@ class Runtime:
         if len(data) <= inline_limit:
             return data
         return context.store.put(f"out/{context.tag}", data)
+
+
+def _clean_up_if_the_job_ended(storage: Storage, inv: Invocation) -> None:
+    """Delete the job's prefix again if the job ended while this delivery ran and wrote.
+
+    A platform's duplicate, or a delivery the client stopped waiting for, can outlive its job, and
+    its writes can land after the client deleted the prefix. The client deletes the job's function
+    objects before it lists the rest of the prefix (:meth:`dask_faas.job.Job.close`): a delivery
+    that finds its function there after its writes wrote before that listing (which deletes them);
+    one that finds it gone may have been missed, and deletes the prefix itself.
+    """
+    try:
+        if not storage.exists(inv.function.key):
+            storage.delete_prefix(inv.prefix + "/")
+    except OSError:  # storage unreachable now: the response fails the same way, the client's cleanup stands
+        pass
 
 
 class _StartMark:

@@ -83,6 +83,7 @@ from dask_faas import (
 from dask_faas.backends.compute import registry as compute_registry
 from dask_faas.backends.compute.base import begin
 from dask_faas.backends.compute.local import LocalBackend
+from dask_faas.backends.storage import storage_from_settings
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.backends.storage.s3 import READ_ATTEMPTS, S3Storage
 from dask_faas.deploy.policy import scoped_policy
@@ -733,6 +734,37 @@ def test_row7_a_call_delivered_twice_at_once_commits_one_output(kind, on, platfo
         assert list(computed_heads) == [b[0] for b in computed_base]
         if kind != "local":
             assert len(emulator_log(platforms, kind)) >= 2 * (4 + 1), "the calls were not doubled"
+
+
+def late_second_run(markers: str, size: int, late_s: float) -> bytes:
+    """The first run answers at once; a second run of the call (a platform's duplicate) answers
+    ``late_s`` later, when the job it belongs to may have ended, and stores its result."""
+    try:
+        os.close(os.open(os.path.join(markers, "first"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(late_s)
+        open(os.path.join(markers, "late"), "w").close()
+    return random.randbytes(size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_row7_a_duplicate_that_stores_after_the_job_ended_leaves_nothing(platform, on, platforms, tmp_path):
+    """A platform's duplicate is not the client's to stop: it may store its result after the job
+    prefix was deleted. It finds the job gone and deletes what it stored."""
+    emulator = platforms.emulator(platform)
+    emulator.reset()
+    with bounded():
+        ex = on(platform, inline_limit=1024)  # the result goes through storage
+        emulator.configure(duplicate=1)
+        assert len(ex.submit(late_second_run, str(tmp_path), 4096, 2.0).result(timeout=60)) == 4096
+        ex.shutdown()  # the duplicate still sleeps
+        wait_until(lambda: (tmp_path / "late").exists(), 30, "the duplicate did not run")
+        wait_until(lambda: len(emulator_log(platforms, platform)) == 2, 30, "the duplicate did not end")
+        storage = storage_from_settings(ex.settings)
+        left = list(storage.list(ex.job_prefix))
+        assert not left, f"the late duplicate left {left} under the ended job {ex.job_prefix}"
+    emulator.reset()
 
 
 # -- rows 8 and 9: throttling, payloads above the platform's limit --------------------------------
