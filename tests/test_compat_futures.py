@@ -178,3 +178,40 @@ def test_local_urls_name_files_and_directories_of_local_storage(
     co = lithops.storage.utils.CloudObject("localhost", str(data), "b.txt")
     assert fexec.map(words, [co]).get_result() == [1]
     os.remove(under_root / "c.txt")
+
+
+PROGRAM = """
+import dask_faas.compat as lithops
+
+def inner(n):
+    import dask_faas.compat as lithops
+    fexec = lithops.FunctionExecutor()
+    return fexec.map(lambda x: x + 7, range(n))
+
+def inner_results(n):
+    import dask_faas.compat as lithops
+    fexec = lithops.FunctionExecutor()
+    fexec.map(lambda x: x * 2, range(n))
+    return fexec.get_result()
+
+if __name__ == "__main__":
+    fexec = lithops.FunctionExecutor()
+    fexec.call_async(inner, 3)
+    print(fexec.get_result())
+    fexec.map(inner_results, [1, 2])
+    print(fexec.get_result())
+    # exits without closing the executor, as Lithops' examples do
+"""
+
+
+def test_a_program_of_internal_executions_prints_no_error(tmp_path: Path) -> None:
+    script = tmp_path / "internal_execution.py"
+    script.write_text(PROGRAM)
+    root = tmp_path / "storage"
+    env = {**os.environ, "DASK_FAAS__LOCAL_STORAGE__ROOT": str(root), "DASK_FAAS__WORKERS": "2"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["[7, 8, 9]", "[[0], [0, 2]]"]
+    for symptom in ("Traceback", "Exception ignored", "BrokenPipeError", "cannot join"):
+        assert symptom not in out.stderr, out.stderr[-3000:]
+    assert job_directories(root) == set(), "a job directory was left in local storage"

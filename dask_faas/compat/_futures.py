@@ -176,10 +176,17 @@ def keep_alive(owner: Any, future: cf.Future[Any]) -> None:
     def release(done: cf.Future[Any]) -> None:
         with _PERSIST_LOCK:
             entry = _KEPT.get(key)
-            if entry is not None:
-                entry[1].discard(done)
-                if not entry[1]:
-                    del _KEPT[key]
+            if entry is None:
+                return
+            entry[1].discard(done)
+            if entry[1]:
+                return
+            del _KEPT[key]
+        # the last reference may go here: the executor is then released, which joins the threads
+        # of its backend, one of which runs this callback; so it goes in a thread of its own
+        holder = [entry]
+        del entry
+        threading.Thread(target=holder.clear, daemon=True, name="dask-faas-compat-release").start()
 
     future.add_done_callback(release)
 
