@@ -123,13 +123,17 @@ def submit_calls(
     return futures
 
 
-def job_storage() -> Any:
-    """Inside a function: the storage of the job that runs it (an internal execution uses the same
-    storage), else None."""
+def internal_execution() -> dict[str, Any]:
+    """Inside a function, the settings of an executor made there (Lithops' internal execution):
+    the storage of the job that runs the function, and a job prefix below that job's, so that
+    whatever the internal execution leaves is deleted with the job. Outside a function: none."""
     try:
-        locator = worker.current().storage.locator()
+        context = worker.current()
     except RuntimeError:
-        return None
+        return {}
     from ..backends.storage import storage_from_locator
 
-    return storage_from_locator(locator)
+    return {
+        "storage": storage_from_locator(context.storage.locator()),
+        "prefix": f"{context.store.prefix}/internal",
+    }

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._binding import as_list, bind, parameter_names
-from ._calls import call_keywords, data_of, job_storage, options_for, submit_calls
+from ._calls import call_keywords, data_of, internal_execution, options_for, submit_calls
 from ._config import config_from_files, faas_settings, s3_storage_options, split_ignored, warn_ignored
 from ._futures import ALL_COMPLETED, FuturesList, ResponseFuture, keep_alive, results_of, wait_for
 from ._map_reduce import groups_by_object, map_reduce_graph, run_graph
@@ -92,7 +92,7 @@ class FunctionExecutor:
 
             faas = faas_settings(config, backend, storage, settings)
             if "storage" not in faas:
-                faas["storage"] = job_storage()
+                faas.update(internal_execution())
             executor = FaasExecutor(**{k: v for k, v in faas.items() if v is not None})
         self._ex = executor
         register(executor.session.store)
