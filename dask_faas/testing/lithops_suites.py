@@ -33,6 +33,7 @@ import importlib.machinery
 import importlib.util
 import pkgutil
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,6 +42,8 @@ import pytest
 
 __all__ = ["EXCLUDED", "MODULES", "LithopsRoute", "wheel_tests_directory"]
 
+#: Seconds the session waits for the jobs of executors the suites let go of to end.
+_CLEANUP_S = 30.0
 #: The suites of Lithops' wheel that run against the facade (Acceptance 1 of issue 12).
 MODULES = (
     "test_map",
@@ -168,8 +171,15 @@ class _Session:
                 self.excluded += 1
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        gc.collect()  # the suites never close their executors: their jobs end when collected
-        self.leftovers = _leftovers()
+        # the suites never close their executors: their jobs end when they are collected, or
+        # (those let go of while calls ran) released in a thread of their own: a bounded wait
+        deadline = time.monotonic() + _CLEANUP_S
+        while True:
+            gc.collect()
+            self.leftovers = _leftovers()
+            if not self.leftovers or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if self.leftovers:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
