@@ -6,21 +6,30 @@ installed wheel, never copied here. They run in a pytest subprocess from a scrat
 an empty ini file and the site-packages directory as rootdir, so that the wheel's conftest applies
 and ours does not): on the embedded default (local pool, local storage in a fresh directory) and
 on a moto server on loopback (a Lithops configuration file with an ``aws_s3`` section, given with
-the suites' own ``--config`` option).
+the suites' own ``--config`` option). test_map_reduce downloads five data sets over HTTPS from a
+public bucket, on the client and (``map_reduce`` over their URLs) inside the functions: they are
+served by an HTTPS proxy on loopback (``HTTPS_PROXY``), behind a certificate of a CA made here
+(``SSL_CERT_FILE``), which refuses every other host.
 """
 
 from __future__ import annotations
 
+import datetime
+import http.server
 import os
 import re
+import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dask_faas.testing.lithops_suites import EXCLUDED, MODULES, wheel_tests_directory
+from dask_faas.testing.lithops_suites import EXCLUDED, MODULES, ONLINE, wheel_tests_directory
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV
 
 pytest.importorskip("lithops", reason="lithops is in the test extra")
@@ -28,7 +37,7 @@ pytest.importorskip("lithops", reason="lithops is in the test extra")
 #: Tests that pass, per module, on either storage (every test but the excluded ones).
 EXPECTED_PASSED = {
     "test_map": 19,
-    "test_map_reduce": 0,
+    "test_map_reduce": 10,
     "test_call_async": 6,
     "test_storage": 13,
     "test_retries": 18,
@@ -37,12 +46,142 @@ EXPECTED_PASSED = {
 #: Tests skipped with a reason from EXCLUDED, per module.
 EXPECTED_EXCLUDED = {
     "test_map": 1,
-    "test_map_reduce": 10,
+    "test_map_reduce": 0,
     "test_call_async": 0,
     "test_storage": 0,
     "test_retries": 1,
     "test_future": 33,
 }
+
+
+#: Where test_map_reduce reads its five data sets (base64 in the suite), and what is served there.
+DATASET_HOST = "s3-eu-west-1.amazonaws.com"
+DATASETS = {
+    f"/artm/vocab.{name}.txt": "".join(
+        f"{name} word{i % 997} w{i % 13} and more words {i}\n" for i in range(lines)
+    ).encode()
+    for name, lines in (
+        ("enron", 20_000),
+        ("kos", 9_000),
+        ("nips", 31_000),
+        ("nytimes", 45_000),
+        ("pubmed", 3_000),
+    )
+}
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA, and a certificate of :data:`DATASET_HOST` it signed: (ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask-faas test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DATASET_HOST)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(DATASET_HOST)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+class _Datasets(http.server.BaseHTTPRequestHandler):
+    """Serves :data:`DATASETS` (GET with Range, HEAD) inside the TLS tunnel."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        data = DATASETS.get(self.path.split("?")[0])
+        if data is None:
+            self.send_error(404)
+            return
+        status, payload, spec = 200, data, self.headers.get("Range")
+        if spec:
+            first, _, last = spec.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last) + 1 if last else len(data), len(data))
+            if start >= len(data):
+                self.send_error(416)
+                return
+            status, payload = 206, data[start:end]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if body:
+            self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """An HTTPS proxy on loopback: CONNECT to :data:`DATASET_HOST` ends in :class:`_Datasets`
+    behind a certificate of the test CA; every other host is refused (nothing leaves loopback)."""
+
+    tls: ssl.SSLContext
+
+    def do_CONNECT(self) -> None:
+        host = self.path.rsplit(":", 1)[0]
+        if host != DATASET_HOST:
+            self.send_error(403, f"only {DATASET_HOST} is served here")
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        conn = self.tls.wrap_socket(self.connection, server_side=True)
+        _Datasets(conn, self.client_address, self.server)
+        self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def dataset_proxy(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment that routes the suites' HTTPS data sets to a loopback proxy."""
+    ca, cert, key = _certificates(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    handler = type("Proxy", (_Proxy,), {"tls": tls})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield {"HTTPS_PROXY": proxy, "https_proxy": proxy, "SSL_CERT_FILE": str(ca)}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def suite_command(*extra: str) -> list[str]:
@@ -64,6 +203,7 @@ def suite_command(*extra: str) -> list[str]:
         "--timeout=300",
         "-q",
         "-rfEs",
+        "--lithops-online",
         *extra,
         *(str(tests / f"{module}.py") for module in MODULES),
     ]
@@ -98,8 +238,8 @@ def check_counts(stdout: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1000)
-def test_lithops_suites_on_the_embedded_default(tmp_path: Path) -> None:
-    stdout, seconds = run_suites(tmp_path)
+def test_lithops_suites_on_the_embedded_default(tmp_path: Path, dataset_proxy: dict[str, str]) -> None:
+    stdout, seconds = run_suites(tmp_path, env=dataset_proxy)
     check_counts(stdout)
     assert not any((tmp_path / "storage" / "dask-faas").glob("*")), "a job directory was left"
     print(f"embedded default: {sum(EXPECTED_PASSED.values())} passed in {seconds:.0f} s")
@@ -107,7 +247,9 @@ def test_lithops_suites_on_the_embedded_default(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1000)
-def test_lithops_suites_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+def test_lithops_suites_on_s3(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str, dataset_proxy: dict[str, str]
+) -> None:
     config = tmp_path / "lithops.yaml"
     config.write_text(
         "lithops:\n"
@@ -120,19 +262,35 @@ def test_lithops_suites_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) 
         f"  endpoint: {s3_endpoint}\n"
         "  region: us-east-1\n"
     )
-    stdout, seconds = run_suites(tmp_path, "--config", str(config))
+    stdout, seconds = run_suites(tmp_path, "--config", str(config), env=dataset_proxy)
     check_counts(stdout)
     print(f"S3 (moto): {sum(EXPECTED_PASSED.values())} passed in {seconds:.0f} s")
 
 
+def test_the_proxy_serves_the_data_sets_and_nothing_else(dataset_proxy: dict[str, str]) -> None:
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=dataset_proxy["SSL_CERT_FILE"])
+    proxy = urllib.request.ProxyHandler({"https": dataset_proxy["HTTPS_PROXY"]})
+    opener = urllib.request.build_opener(proxy, urllib.request.HTTPSHandler(context=context))
+    url = f"https://{DATASET_HOST}/artm/vocab.kos.txt"
+    assert opener.open(url, timeout=30).read() == DATASETS["/artm/vocab.kos.txt"]
+    ranged = urllib.request.Request(url, headers={"Range": "bytes=5-9"})
+    assert opener.open(ranged, timeout=30).read() == DATASETS["/artm/vocab.kos.txt"][5:10]
+    with pytest.raises(urllib.error.URLError):
+        opener.open("https://example.com/", timeout=30)
+    assert dataset_proxy["HTTPS_PROXY"].startswith("http://127.0.0.1:")
+
+
 def test_every_exclusion_names_a_test_of_the_wheel() -> None:
     tests = wheel_tests_directory()
-    for entry in EXCLUDED:
+    for entry in {**EXCLUDED, **ONLINE}:
         module, _, rest = entry.partition("::")
         text = (tests / module).read_text()
         for name in rest.split("::"):
             assert re.search(rf"(def|class) {re.escape(name)}\b", text), entry
-    assert {entry.split(".py")[0] for entry in EXCLUDED} <= set(MODULES)
+    assert {entry.split(".py")[0] for entry in {**EXCLUDED, **ONLINE}} <= set(MODULES)
 
 
 def test_the_facade_replaces_lithops_in_the_suites(tmp_path: Path) -> None:

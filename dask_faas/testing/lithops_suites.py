@@ -7,7 +7,8 @@ Activate it with ``-p dask_faas.testing.lithops_suites``. From then on in the py
 suites, their ``conftest.py`` and ``functions.py``) are still read from the installed wheel. The
 wheel's own ``lithops/__init__.py`` never runs. The plugin
 
-- skips the tests in :data:`EXCLUDED`, each with its reason;
+- skips the tests in :data:`EXCLUDED`, each with its reason, and those of :data:`ONLINE` (which
+  download public data sets over HTTPS) unless ``--lithops-online`` says they can be reached;
 - at the end fails the session if a job of dask-faas left anything in its storage, and reports
   ``lithops-on-faas: N tests excluded, storage clean`` in the terminal summary.
 
@@ -40,7 +41,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["EXCLUDED", "MODULES", "LithopsRoute", "wheel_tests_directory"]
+__all__ = ["EXCLUDED", "MODULES", "ONLINE", "LithopsRoute", "wheel_tests_directory"]
 
 #: Seconds the session waits for the jobs of executors the suites let go of to end.
 _CLEANUP_S = 30.0
@@ -65,15 +66,14 @@ _EXTRA_ENV = (
     "a warning naming it"
 )
 _HTTP = (
-    "reads five vocabulary files over HTTPS from a public AWS bucket; the tests never leave "
-    "loopback (HTTP inputs are tested against a loopback server in tests/test_compat_http.py)"
+    "reads five vocabulary files over HTTPS from a public AWS bucket: run with --lithops-online "
+    "when they can be reached (tests/test_lithops_suites.py serves them through a loopback proxy)"
 )
 
 #: Tests of the wheel's suites that cannot pass on dask-faas, by ``"<module>::<test name>"``, each
 #: with its reason (tests/test_lithops_suites.py checks that each entry matches a collected test).
 EXCLUDED: dict[str, str] = {
     "test_map.py::TestMap::test_extra_env": _EXTRA_ENV,
-    "test_map_reduce.py::TestMapReduce": _HTTP,
     "test_retries.py::TestRetryingFutureUnit::test_status_and_result_reraise_on_error": (
         "its fake future holds the error only in Lithops' private ResponseFuture._exception tuple; "
         "dask-faas's RetryingFuture re-raises through the future's public result()/status()"
@@ -88,6 +88,10 @@ EXCLUDED: dict[str, str] = {
         )
     },
 }
+
+
+#: Excluded without ``--lithops-online`` (their data sets are on the internet).
+ONLINE: dict[str, str] = {"test_map_reduce.py::TestMapReduce": _HTTP}
 
 
 def wheel_tests_directory() -> Path:
@@ -148,6 +152,15 @@ def install() -> LithopsRoute:
     return route
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("dask-faas").addoption(
+        "--lithops-online",
+        action="store_true",
+        default=False,
+        help="the suites' public HTTPS data sets can be reached (directly, or through HTTPS_PROXY)",
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: Any, args: Any) -> None:
     install()
@@ -164,8 +177,9 @@ class _Session:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         _by_value()
+        excluded = EXCLUDED if config.getoption("lithops_online") else {**EXCLUDED, **ONLINE}
         for item in items:
-            reason = _excluded(item.nodeid)
+            reason = _excluded(item.nodeid, excluded)
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=f"dask-faas: {reason}"))
                 self.excluded += 1
@@ -198,10 +212,10 @@ def _by_value() -> None:
             cloudpickle.register_pickle_by_value(module)
 
 
-def _excluded(nodeid: str) -> str | None:
+def _excluded(nodeid: str, excluded: dict[str, str]) -> str | None:
     """The reason ``nodeid`` is excluded (an entry names a test, its class or its module)."""
     tail = nodeid.split("lithops/tests/")[-1]
-    for entry, reason in EXCLUDED.items():
+    for entry, reason in excluded.items():
         if tail == entry or tail.startswith(entry + "::") or tail.startswith(entry + "["):
             return reason
     return None
