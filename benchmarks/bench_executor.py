@@ -21,7 +21,9 @@ of worker processes (``--workers``, default 2), is warmed up once (untimed), the
 The cost of recording (invocation records and the capture of the functions' output, on by
 default) is the ratio of faas-map to faas-map-off and of faas-dask to faas-dask-off (target: within
 5%); the two executors of each pair run side by side, their repeats interleaved in alternating
-order (A B B A A B ...: the first of each turn pays for collecting the garbage of the turn before).
+order (A B B A A B ...: the first of each turn pays for collecting the garbage of the turn before),
+and their CPU seconds (the client's and its function processes') are compared too, which the waits
+of a loaded machine do not inflate.
 
 Nothing is asserted on times: the script only reports (the target checks are printed). It exits 1
 when a contender fails or returns wrong results, or when processes it started are left behind.
@@ -37,6 +39,8 @@ import atexit
 import contextlib
 import faulthandler
 import logging
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +53,7 @@ from typing import Any
 from _common import (
     Measurement,
     add_json_and_timeout_arguments,
+    descendant_schedstats,
     describe_environment,
     finish,
     format_ratio,
@@ -308,9 +313,20 @@ def checker(calls: int) -> Callable[[Any], None]:
     return check
 
 
+#: CPU seconds (this process and its descendants) of each repeat of the paired contenders.
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its living descendants (the pools)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + sum(cpu for _, cpu, _ in descendant_schedstats().values())
+
+
 def _interleaved(cases: list[Case], repeats: int) -> list[list[float]]:
     """Time ``cases`` ``repeats`` times each, one repeat of each in turn (in alternating order),
-    after one untimed warm-up each; the seconds of each case's repeats."""
+    after one untimed warm-up each; the seconds of each case's repeats. With two cases, the CPU
+    seconds of each repeat go to :data:`CPU_SECONDS` too (what a loaded machine's waits leave out)."""
     seconds: list[list[float]] = [[] for _ in cases]
     for case in cases:
         checker(case.calls)(case.run())
@@ -319,7 +335,10 @@ def _interleaved(cases: list[Case], repeats: int) -> list[list[float]]:
         # in turn A B, then B A: the first of a turn collects the garbage the turn before left (the
         # dask graphs of 1000 tasks), which weighs on its time; alternating spreads it evenly
         for case, timings in pairs if repeat % 2 == 0 else pairs[::-1]:
+            cpu = _cpu_seconds() if len(cases) > 1 else 0.0
             timings.extend(time_repeats(case.run, 1, warmup=0, check=checker(case.calls)))
+            if len(cases) > 1:
+                CPU_SECONDS.setdefault(case.key, []).append(_cpu_seconds() - cpu)
     return seconds
 
 
@@ -413,6 +432,17 @@ def report(measurements: dict[str, Measurement]) -> dict[str, float]:
         targets[label] = value
         verdict = "" if value != value else (" met" if value <= target else " MISSED")
         print(f"{label}: {format_ratio(value)} (target <= {target:g}x){verdict}")
+        if key in CPU_SECONDS and reference in CPU_SECONDS:
+            on, off = (
+                statistics.median(CPU_SECONDS[k]) * 1000 / measurements[k].calls for k in (key, reference)
+            )
+            value = ratio(on, off)
+            targets[f"{label} (CPU)"] = value
+            verdict = "" if value != value else (" met" if value <= target else " MISSED")
+            print(
+                f"{label}, CPU of the client and its functions: {on:.3f} vs {off:.3f} ms/call, "
+                f"{format_ratio(value)} (target <= {target:g}x){verdict}"
+            )
     return targets
 
 
