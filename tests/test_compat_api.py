@@ -207,3 +207,23 @@ def test_per_call_timeout_and_memory_are_the_calls_limits(executor: Any, caplog:
     fexec.map(abs, [-1], extra_env={"A": "1"}).get_result()
     warnings = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
     assert len(warnings) == 1 and "extra_env" in warnings[0] and "include_modules" in warnings[0]
+
+
+def test_future_stats_plot_and_job_summary(executor: Any, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    fexec = lithops.FunctionExecutor(executor=executor)
+    futures = fexec.map(lambda x: (time.sleep(0.3), x)[1], [1, 2, 3])
+    total = fexec.map_reduce(abs, [-1, -2], sum)
+    assert fexec.get_result(futures) == [1, 2, 3] and fexec.get_result(total) == 3
+    stats = futures[0].stats
+    assert stats["host_submit_tstamp"] <= stats["worker_start_tstamp"] + 1  # clocks of one machine
+    assert stats["worker_start_tstamp"] < stats["worker_end_tstamp"] <= stats["host_result_done_tstamp"] + 1
+    assert 0.3 <= stats["worker_func_exec_time"] <= stats["worker_exec_time"]
+    assert stats["runtime_memory"] == 1024 and stats["attempts"] == 1 and stats["activation_id"]
+    assert isinstance(stats["worker_cold_start"], bool) and stats["func_result_size"] > 0
+    assert total[-1].stats["attempts"] == 1  # map_reduce's reducer, a task of its graph
+    summary = fexec.job_summary()
+    assert summary["invocations"].sum() == 3 + 2 + 1 and summary["errors"].sum() == 0
+    written = fexec.plot(futures, dst=str(tmp_path / "plots" / "run"))
+    assert [p.name for p in written] == ["run-timeline.png", "run-histogram.png"]
+    assert all(p.stat().st_size > 1000 for p in written)

@@ -93,6 +93,11 @@ def call_keywords(given: dict[str, Any], warned: set[str]) -> dict[str, Any]:
     return kw
 
 
+def task_key(label: str, job: str, call: int) -> str:
+    """The task name of one call in the invocation records: ``<function>-<job>-<call>``."""
+    return f"{label}-{job}-{call:05d}"
+
+
 def submit_calls(
     session: Any,
     fn: Callable[..., Any],
@@ -100,26 +105,34 @@ def submit_calls(
     locators: list[dict[str, Any]],
     chunksize: int | None,
     options: Any,
-) -> list[cf.Future[Any]]:
+    job: str,
+) -> list[tuple[cf.Future[Any], str]]:
     """Invoke ``fn`` over the calls' keyword arguments ``data``, ``chunksize`` calls per invocation,
-    with these limits (:class:`~dask_faas.session.CallOptions`); the futures of the calls, in order."""
+    with these limits (:class:`~dask_faas.session.CallOptions`); the future of each call, in order,
+    with its task name (:func:`task_key`) in the invocation records."""
     mapper = UserFunction(fn)
     size = max(1, chunksize or 1)
     label = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     if size == 1:
         function = session.function(mapper)
-        return [
-            session.submit(function, [((kwargs, i, locators), {})], unwrap=True, options=options, label=label)
-            for i, kwargs in enumerate(data)
-        ]
+        out = []
+        for i, kwargs in enumerate(data):
+            key = task_key(label, job, i)
+            call = [((kwargs, i, locators), {})]
+            out.append(
+                (session.submit(function, call, unwrap=True, options=options, label=label, tasks=[key]), key)
+            )
+        return out
     function = session.function(mapper.batch)
-    futures: list[cf.Future[Any]] = []
+    futures: list[tuple[cf.Future[Any], str]] = []
     for start in range(0, len(data), size):
         batch = [(kwargs, start + i) for i, kwargs in enumerate(data[start : start + size])]
+        keys = [task_key(label, job, i) for _, i in batch]
         targets: list[cf.Future[Any]] = [cf.Future() for _ in batch]
-        whole = session.submit(function, [((batch, locators), {})], unwrap=True, options=options, label=label)
+        call = [((batch, locators), {})]
+        whole = session.submit(function, call, unwrap=True, options=options, label=label, tasks=keys)
         whole.add_done_callback(functools.partial(fan_out, targets=targets))
-        futures += targets
+        futures += zip(targets, keys, strict=True)
     return futures
 
 

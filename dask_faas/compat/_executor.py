@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -238,8 +239,8 @@ class FunctionExecutor:
         graph, map_keys, reduce_keys = map_reduce_graph(
             job, map_function, calls, locators, reduce_function, extra_args_reduce, groups
         )
-        map_futures = [self._future(cf.Future(), f"M{job}", i) for i in range(len(calls))]
-        reduce_futures = [self._future(cf.Future(), f"R{job}", i) for i in range(len(groups))]
+        map_futures = [self._future(cf.Future(), f"M{job}", i, str(k)) for i, k in enumerate(map_keys)]
+        reduce_futures = [self._future(cf.Future(), f"R{job}", i, str(k)) for i, k in enumerate(reduce_keys)]
         for future in map_futures:
             future._produce_output = False
         targets = [f.future for f in map_futures + reduce_futures]
@@ -328,12 +329,20 @@ class FunctionExecutor:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close()
 
-    def plot(self, fs: Any = None, dst: str | None = None, figsize: Any = None) -> None:
-        """Lithops' ``plot``: the invocation timeline and histogram of this executor's calls, drawn
-        with matplotlib into ``<dst>.png`` (default ``./lithops-plot.png``); see
-        :meth:`dask_faas.FaasExecutor.plot`."""
-        target = dst or "lithops-plot"
-        self._ex.plot(target if target.endswith((".png", ".svg", ".pdf")) else f"{target}.png")
+    def plot(self, fs: Any = None, dst: str | None = None, figsize: Any = None) -> list[Any]:
+        """Lithops' ``plot``: the timeline and the histogram of the calls ``fs`` (default: all of this
+        executor's), drawn with matplotlib (the ``plot`` extra) into ``<dst>-timeline.png`` and
+        ``<dst>-histogram.png`` (default ``dst``: ``plots/<executor id>``); the files written.
+
+        See :func:`dask_faas.plot.timeline`.
+        """
+        from .. import plot
+        from ._summary import records_of
+
+        target = dst or os.path.join("plots", self.executor_id)
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        frame = records_of(self._ex.invocations(), None if fs is None else as_list(fs))
+        return plot.timeline(frame, f"{target}.png", separate=True)
 
     def job_summary(self, cloud_objects_n: int = 0) -> Any:
         """One row per job (function): calls, invocations, errors, time span and GB-s, a pandas
@@ -343,9 +352,10 @@ class FunctionExecutor:
         return job_summary(self._ex.invocations())
 
     def call_stats(self, future: ResponseFuture) -> dict[str, Any]:
-        """Lithops' statistics of one call (empty: dask-faas cannot match a future to its
-        invocation record through a public interface yet)."""
-        return {}
+        """Lithops' statistics of one call, from its invocation records (empty if it has none)."""
+        from ._summary import call_stats
+
+        return call_stats(self._ex.invocations(), future.task)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -380,15 +390,15 @@ class FunctionExecutor:
         """Submit the calls, ``chunksize`` calls per invocation; their futures, in call order."""
         data, _, locators = calls
         job = f"{prefix}{next(self._jobs):03d}"
-        submitted = submit_calls(self._ex.session, fn, data, locators, chunksize, options)
-        return [self._future(future, job, i) for i, future in enumerate(submitted)]
+        submitted = submit_calls(self._ex.session, fn, data, locators, chunksize, options, job)
+        return [self._future(future, job, i, task) for i, (future, task) in enumerate(submitted)]
 
     def _keywords(self, pywren: dict[str, Any], **given: Any) -> dict[str, Any]:
         """Lithops' keywords of one call; the ignored ones are named in one warning per executor."""
         return call_keywords({**pywren, **given}, self._warned)
 
-    def _future(self, future: cf.Future[Any], job_id: str, call_id: int) -> ResponseFuture:
-        response = ResponseFuture(future, self.executor_id, job_id, call_id, owner=self)
+    def _future(self, future: cf.Future[Any], job_id: str, call_id: int, task: str) -> ResponseFuture:
+        response = ResponseFuture(future, self.executor_id, job_id, call_id, owner=self, task=task)
         keep_alive(self, future)
         self.futures.append(response)
         return response

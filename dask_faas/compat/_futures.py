@@ -21,7 +21,8 @@ ALWAYS, ANY_COMPLETED, ALL_COMPLETED = 0, -1, 100
 
 
 class ResponseFuture:
-    """The future of one call, as Lithops' ``ResponseFuture`` (``done``/``success``/``error``/``result``).
+    """The future of one call, as Lithops' ``ResponseFuture`` (``done``/``success``/``error``/``result``,
+    ``stats``).
 
     Parameters
     ----------
@@ -40,8 +41,11 @@ class ResponseFuture:
         job_id: str,
         call_id: int | str,
         owner: FunctionExecutor | None = None,
+        task: str | None = None,
     ) -> None:
         self.future = future
+        #: The call's task name in the invocation records of the executor.
+        self.task = task
         self.executor_id, self.job_id, self.call_id = executor_id, job_id, str(call_id).zfill(5)
         self._produce_output = True  # False for the map calls of map_reduce
         self._read = False  # returned by a get_result() without futures
@@ -57,7 +61,7 @@ class ResponseFuture:
         :func:`dask_faas.compat.future.call_stats`): ``host_submit_tstamp``,
         ``worker_start_tstamp``, ``worker_end_tstamp``, ``worker_exec_time``, ... ."""
         owner = self._owner() if self._owner is not None else None
-        if not self._stats and owner is not None and self.done:
+        if not self._stats and owner is not None and self.done and self.task is not None:
             self._stats = owner.call_stats(self)
         return self._stats
 
