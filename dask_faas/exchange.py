@@ -149,7 +149,7 @@ def combine(spec: Spec, group: int, sources: list[Index]) -> Index:
     store = context.store
 
     def whole(index: Index) -> memoryview:
-        data = memoryview(context.storage.get(index.key))
+        data = memoryview(context.store.storage.get(index.key))
         if len(data) != sum(index.sizes):
             raise IntegrityError(
                 f"exchange object {index.key!r} has {len(data)} bytes, not {sum(index.sizes)}"
@@ -232,7 +232,7 @@ def _write(spec: Spec, part: str, buckets: list[list[Any] | None]) -> Index:
         chunks.append(_mac(store, key, r, payload))
         chunks.extend(payload)
         sizes.append(_TAG + sum(len(c) for c in payload))
-    context.storage.put(key, b"".join(chunks))
+    context.store.storage.put(key, b"".join(chunks))
     return Index(key, sizes if max(sizes, default=0) >> 32 else array("I", sizes))
 
 
@@ -245,7 +245,7 @@ def _fetch(context: worker.Context, jobs: list[tuple[Index, int]]) -> list[memor
         start, end = index.span(bucket)
         if start == end:
             return None
-        data = context.storage.get(index.key, start, end)
+        data = context.store.storage.get(index.key, start, end)
         payload = _verified(store, index.key, bucket, memoryview(data))
         return memoryview(bytearray(payload))  # writable memory for the arrays built on it
 
