@@ -46,13 +46,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dask_faas.ranges",
         ),
     ),
-    # the client's executor: the job in storage, the engine seam, calls and deadlines
+    # the client's executor: the job in storage, the engine seam, calls and deadlines, what it
+    # records (and the drawing of records: plot.py imports nothing of ours)
     (
         "executor",
         (
             "dask_faas.job",
             "dask_faas.deadlines",
             "dask_faas.session",
+            "dask_faas.plot",
             "dask_faas.records",
             "dask_faas.dispatch",
             "dask_faas.executor",
@@ -75,7 +77,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("dask_faas.partition", "dask_faas.dataframe", "dask_faas.writers")),
     # what users touch: the Lithops facade, deployment of the runtimes, the command line, test tools
     # (the emulators among them), the package's names
-    # (the performance report and the timeline plot read records and reports)
+    # (the performance report reads records and reports)
     (
         "surface",
         (
@@ -85,7 +87,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dask_faas.cli_storage",
             "dask_faas.testing",
             "dask_faas.performance",
-            "dask_faas.plot",
             "dask_faas",
         ),
     ),
@@ -98,10 +99,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("dask_faas.executor", "dask_faas.scheduler"): (
         "FaasExecutor.__call__ and .persist: the one documented lazy hook, so that "
         "dask.compute(x, scheduler=executor) runs faas_get (imported inside those methods only)"
-    ),
-    ("dask_faas.executor", "dask_faas.plot"): (
-        "FaasExecutor.plot: a one-line delegation to the timeline drawing, imported inside the method "
-        "only (matplotlib is an optional extra)"
     ),
 }
 
