@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +157,23 @@ def test_a_terminals_sigint_does_not_reach_the_functions(make_executor):
     pid = ex.submit(getpid).result(timeout=60)
     os.kill(pid, signal.SIGINT)
     assert ex.submit(getpid).result(timeout=60) == pid
+
+
+def test_the_pool_closed_from_a_callback_on_its_own_thread_closes_without_an_error(make_executor):
+    """A callback of a call's future runs on one of the pool's threads; closing the pool from it
+    (an executor released when its last future is done) must not try to join that thread."""
+    ex = make_executor(workers=1)
+    errors: list[BaseException] = []
+    closed = threading.Event()
+
+    def close_here(_: object) -> None:
+        try:
+            ex.backend.close()
+        except BaseException as exc:  # collected: the callback's own errors are only logged
+            errors.append(exc)
+        finally:
+            closed.set()
+
+    ex.submit(getpid).add_done_callback(close_here)
+    assert closed.wait(60), "the callback did not run"
+    assert not errors, f"closing the pool from its own thread failed: {errors!r}"

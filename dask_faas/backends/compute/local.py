@@ -324,7 +324,8 @@ class LocalBackend(ComputeBackend):
         self._stop_processes(processes, busy)
         deadline = time.monotonic() + max(10.0, self._grace)
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not threading.current_thread():  # closed from a callback of one of its threads
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _stop_processes(self, processes: list[_FunctionProcess], busy: list[_FunctionProcess]) -> None:
         """Signal the busy ones, give all one shared grace period, then kill the rest together."""
