@@ -208,6 +208,9 @@ def status_bytes(name: str) -> int | None:
 _clear_refs: tuple[int, int] | None = None  # (pid, fd) of the process's clear_refs, kept open
 
 
+_status: tuple[int, int] | None = None
+
+
 def reset_peak_memory() -> bool:
     """Start the process's peak resident memory afresh (Linux's ``clear_refs``); False where it
     cannot be (the peak is then the process's lifetime one)."""
@@ -222,8 +225,22 @@ def reset_peak_memory() -> bool:
 
 
 def peak_memory_mb() -> float | None:
-    """The process's peak resident memory in MiB since :func:`reset_peak_memory` (or its start):
-    ``getrusage``'s ``ru_maxrss``, which follows the reset (measured on Linux 6)."""
+    """The process's peak resident memory in MiB since :func:`reset_peak_memory` (or its start).
+
+    Linux's ``VmHWM`` of ``/proc/self/status``, which the reset starts afresh; ``getrusage``'s
+    ``ru_maxrss`` where there is no such file. Not ``ru_maxrss`` on Linux: it is the larger of
+    that peak and one kept across ``execve``, which for a process started by a large one (a
+    local pool's function started by a client of 800 MiB) is the client's size at the fork.
+    """
+    global _status
+    try:
+        if _status is None or _status[0] != os.getpid():  # a forked child has its own
+            _status = (os.getpid(), os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC))
+        text = os.pread(_status[1], 8192, 0)
+        start = text.index(b"VmHWM:") + len(b"VmHWM:")
+        return int(text[start : text.index(b"kB", start)]) / 1024
+    except (OSError, ValueError):
+        pass
     try:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     except (OSError, ValueError):

@@ -4,6 +4,8 @@ running times add up to the functions' own measurements; the ComputeReport's bre
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,3 +201,20 @@ def test_own_prices_replace_the_defaults_of_names_with_underscores():
         assert records.estimate_cost(prices, platform, 10, 3) == pytest.approx(expected), own
     with dask.config.set({"faas.prices.ibm_cf": {"gb-s": 2.0}}):
         assert records.estimate_cost(config.resolve()["prices"], "ibm_cf", 10, 0) == pytest.approx(20.0)
+
+
+def test_the_peak_memory_of_a_process_started_by_a_large_one_is_its_own():
+    """Linux keeps ``ru_maxrss`` across ``execve``: a function process started by a client of
+    900 MiB would report 900 MiB. The peak is the process's own since the reset."""
+    held = bytearray(900 * 2**20)  # the parent's pages, touched (zero-filled)
+    code = (
+        "from dask_faas import capture; capture.reset_peak_memory(); "
+        "block = bytearray(50 * 2**20); print(capture.peak_memory_mb())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    peak = float(done.stdout)
+    assert 50 <= peak < 300, (
+        f"peak {peak} MiB for a process that allocated 50 MiB (its parent holds {len(held) >> 20})"
+    )
