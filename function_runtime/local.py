@@ -8,8 +8,9 @@ the call's memory limit, 0 for none: the runtime enforces it in this process, se
 the original stdout, whose first byte says ``0`` (a sealed response follows) or ``1`` (the runtime
 itself failed, an error text follows, as a platform's "unhandled function error"). The function's
 own prints go to stderr, so they cannot corrupt the protocol (and, while a call runs, into its
-response too). A frame of length 0 (or the end of stdin) stops it. The platform's request id of
-an invocation is ``<pid>-<n>``, its sequence number in the process.
+response too). Once started (its imports done) it writes one byte ``R``, so that the pool starts
+the first call's time limit only then. A frame of length 0 (or the end of stdin) stops it. The
+platform's request id of an invocation is ``<pid>-<n>``, its sequence number in the process.
 
 SIGINT is ignored. A terminal's Ctrl-C goes to its whole foreground process group, which includes
 the pool, but a function (as on any remote platform) is stopped by its platform, not by the client's
@@ -25,6 +26,7 @@ import sys
 
 _HEADER = struct.Struct(">QI")  # payload length, the call's memory_mb (0: none)
 _LENGTH = struct.Struct(">Q")
+_READY = b"R"  # written once the process can take calls
 
 
 def _read_exactly(fd: int, n: int) -> bytes | None:
@@ -54,6 +56,7 @@ def main() -> None:
     os.dup2(2, 1)  # print() inside functions goes to stderr
     sys.stdout = sys.stderr
     stdin_fd = sys.stdin.fileno()
+    _write_all(reply_fd, _READY)  # started: the first call's time limit begins now
     sequence = 0  # the request id of an invocation is <pid>-<sequence>
     while True:
         header = _read_exactly(stdin_fd, _HEADER.size)

@@ -177,3 +177,16 @@ def test_the_pool_closed_from_a_callback_on_its_own_thread_closes_without_an_err
     ex.submit(getpid).add_done_callback(close_here)
     assert closed.wait(60), "the callback did not run"
     assert not errors, f"closing the pool from its own thread failed: {errors!r}"
+
+
+def test_a_slow_start_of_the_function_process_is_not_counted_in_the_first_calls_time_limit(
+    make_executor, tmp_path
+):
+    """A process that takes 2 s to start (its imports) still runs a first call of 1 s's limit: as
+    on a platform, the instance's initialisation is not the call's."""
+    (tmp_path / "sitecustomize.py").write_text("import time\ntime.sleep(2)\n")
+    ex = make_executor(workers=1, timeout_s=1, environment={"PYTHONPATH": str(tmp_path)})
+    # functions of the standard library: this module is not on the PYTHONPATH given here
+    assert isinstance(ex.submit(os.getpid).result(timeout=60), int)
+    with pytest.raises(FunctionTimeoutError, match=r"timeout_s=1\b"):
+        ex.submit(time.sleep, 30).result(timeout=60)

@@ -58,6 +58,10 @@ _HEADER = struct.Struct(">QI")  # payload length, the call's memory_mb (function
 BACKSTOP_SLACK_MB = 64
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ENTRY = [sys.executable, "-m", "function_runtime.local"]
+#: What a function process writes once it can take calls (function_runtime/local.py).
+READY = b"R"
+#: How long a new function process may take to start, apart from its first call's time limit.
+START_TIMEOUT_S = 60.0
 
 
 def _resident_bytes(pid: int) -> int:
@@ -81,9 +85,16 @@ class _FunctionProcess:
         self._out = self.popen.stdout.fileno()  # type: ignore[union-attr]
         #: Set when the pool's close stopped this process in the middle of a call.
         self.stopped_by_close = False
+        self._started = False
 
     def call(self, payload: bytes, options: InvokeOptions, poll_interval_s: float) -> bytes:
-        """Send ``payload``, wait for the reply within the limits, return the response bytes."""
+        """Send ``payload``, wait for the reply within the limits, return the response bytes.
+
+        A process's first call waits for it to start (its ready byte, within :data:`START_TIMEOUT_S`)
+        before the call's own time limit begins, as a platform's initialisation is not the call's.
+        """
+        if not self._started:
+            self._wait_started(options)
         deadline = time.monotonic() + options.timeout_s
         memory_limit = _resident_bytes(self.pid) + (options.memory_mb + BACKSTOP_SLACK_MB) * 2**20
         try:
@@ -130,6 +141,25 @@ class _FunctionProcess:
                     f"(function process {self.pid} replaced)"
                 )
         return b"".join(chunks)
+
+    def _wait_started(self, options: InvokeOptions) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._out], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                try:
+                    byte = os.read(self._out, 1)
+                except OSError:
+                    byte = b""
+                if byte != READY:
+                    raise self._died(options)
+                self._started = True
+                return
+        self.kill()
+        raise WorkerDiedError(
+            f"{options.label}: function process {self.pid} did not start within {START_TIMEOUT_S:g} s "
+            "(replaced)"
+        )
 
     def _died(self, options: InvokeOptions) -> WorkerDiedError:
         code = self.popen.wait()
