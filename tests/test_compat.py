@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faults_kit import wait_until
 
 import dask_faas.compat as lithops
 from dask_faas.backends.storage import Storage
@@ -174,7 +175,11 @@ def test_map_reduce_results_go_through_storage_and_clean_releases_them(executor)
     kept = len(list(executor.storage.list(executor.job_prefix + "/")))
     fexec.clean()
     gc.collect()
-    assert len(list(executor.storage.list(executor.job_prefix + "/"))) <= kept - 4
+
+    def released() -> bool:  # the outputs are deleted as their references go (not all at once)
+        return len(list(executor.storage.list(executor.job_prefix + "/"))) <= kept - 4
+
+    wait_until(released, 30, "clean() did not release the map outputs")
 
 
 # -- calls, futures and waiting ----------------------------------------------------------------
