@@ -56,7 +56,10 @@ def main() -> None:
     os.dup2(2, 1)  # print() inside functions goes to stderr
     sys.stdout = sys.stderr
     stdin_fd = sys.stdin.fileno()
-    _write_all(reply_fd, _READY)  # started: the first call's time limit begins now
+    try:
+        _write_all(reply_fd, _READY)  # started: the first call's time limit begins now
+    except BrokenPipeError:  # the pool closed before this process started: nothing to serve
+        return
     sequence = 0  # the request id of an invocation is <pid>-<sequence>
     while True:
         header = _read_exactly(stdin_fd, _HEADER.size)
@@ -74,7 +77,10 @@ def main() -> None:
             reply = b"\0" + runtime.handle(payload, memory_mb=memory_mb or None, request_id=request_id)
         except Exception as exc:  # a payload the runtime refuses: answer, stay warm
             reply = b"\1" + f"{type(exc).__name__}: {exc}".encode()
-        _write_all(reply_fd, _LENGTH.pack(len(reply)) + reply)
+        try:
+            _write_all(reply_fd, _LENGTH.pack(len(reply)) + reply)
+        except BrokenPipeError:  # the pool closed while this call ran: nobody waits for the answer
+            return
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mmap
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -190,3 +192,17 @@ def test_a_slow_start_of_the_function_process_is_not_counted_in_the_first_calls_
     assert isinstance(ex.submit(os.getpid).result(timeout=60), int)
     with pytest.raises(FunctionTimeoutError, match=r"timeout_s=1\b"):
         ex.submit(time.sleep, 30).result(timeout=60)
+
+
+def test_a_function_process_whose_pool_closed_before_it_started_exits_quietly():
+    """Its ready byte finds no reader (the pool closed at once): no BrokenPipeError printed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "function_runtime.local"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "DASK_FAAS_SIGNING_KEY": "00" * 32},
+    )
+    process.stdout.close()  # type: ignore[union-attr]
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and b"Traceback" not in err, err.decode()
