@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dask_faas import protocol, serialize
+from dask_faas.backends.compute.local import LocalBackend
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.job import Job
 from dask_faas.protocol import Invocation, Ref, Response
@@ -137,3 +138,15 @@ class Payloads:
         self.job.close()
         left = list(self.storage.list(self.job.prefix))
         assert not left, f"job prefix not empty after the job closed: {left}"
+
+
+class RecordingLocalBackend(LocalBackend):
+    """The real local pool, keeping a copy of every payload and response it carries."""
+
+    seen: list[bytes] = []
+
+    def invoke(self, payload: bytes, options: Any) -> Any:
+        self.seen.append(payload)
+        future = super().invoke(payload, options)
+        future.add_done_callback(lambda f: f.exception() or self.seen.append(f.result()))
+        return future

@@ -9,10 +9,10 @@ import sys
 
 import dask
 import pytest
+from payloads import RecordingLocalBackend
 
 from dask_faas import FaasExecutor, records
 from dask_faas.backends.compute import registry as compute_registry
-from dask_faas.backends.compute.local import LocalBackend
 from dask_faas.protocol import new_key
 
 
@@ -99,18 +99,6 @@ def test_old_jobs_logs_go_past_keep_jobs(tmp_path):
 SENTINEL_KEY = "AKIALOGSSENTINEL0KEY"
 SENTINEL_SECRET = "sentinel/logs/secret-never-seen-0123456"
 SENTINEL_TOKEN = "sentinel-logs-session-token-0123456789"
-
-
-class RecordingLocalBackend(LocalBackend):
-    """The real local pool, keeping a copy of every payload and response it carries."""
-
-    seen: list[bytes] = []
-
-    def invoke(self, payload, options):
-        self.seen.append(payload)
-        future = super().invoke(payload, options)
-        future.add_done_callback(lambda f: f.exception() or self.seen.append(f.result()))
-        return future
 
 
 def nosy(x: int) -> int:

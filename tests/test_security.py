@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from payloads import RecordingLocalBackend
 
 from dask_faas import IntegrityError
 from dask_faas.backends.compute import registry as compute_registry
-from dask_faas.backends.compute.local import LocalBackend
 from dask_faas.backends.storage.local import LocalStorage
 from dask_faas.job import Job
 from dask_faas.protocol import new_key
 
 SENTINEL_KEY = "AKIASENTINEL0KEY0ID7"
 SENTINEL_SECRET = "sentinel/secret/never-in-a-payload-0123"
-
-
-class RecordingLocalBackend(LocalBackend):
-    """The real local pool, keeping a copy of every payload and response it carries."""
-
-    seen: list[bytes] = []
-
-    def invoke(self, payload, options):
-        self.seen.append(payload)
-        future = super().invoke(payload, options)
-        future.add_done_callback(lambda f: f.exception() or self.seen.append(f.result()))
-        return future
 
 
 @pytest.fixture
