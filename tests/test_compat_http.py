@@ -11,11 +11,11 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from http_kit import RangedFiles
 
 import dask_faas.compat as pywren
 from dask_faas.compat._config import faas_settings
@@ -24,39 +24,8 @@ WORDS = b"".join(f"line {i} has some words of text {i % 7}\n".encode() for i in 
 FILES = {"/data/a.txt": WORDS, "/data/b.txt": WORDS[:30_001], "/data/empty.txt": b""}
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    honour_range = True
-    ranges: Counter[str] = Counter()
-
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
-
-    def do_GET(self) -> None:
-        self._answer(body=True)
-
-    def _answer(self, body: bool) -> None:
-        data = FILES.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        spec = self.headers.get("Range")
-        status, payload = 200, data
-        if spec and self.honour_range:
-            first, _, last = spec.removeprefix("bytes=").partition("-")
-            start, end = int(first), min(int(last) + 1 if last else len(data), len(data))
-            if start >= len(data):
-                self.send_error(416)
-                return
-            status, payload = 206, data[start:end]
-            type(self).ranges[self.path] += 1
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if body:
-            self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        return None
+class _Files(RangedFiles):
+    files = FILES
 
 
 def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
@@ -73,14 +42,14 @@ def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
 
 @pytest.fixture
 def http_files() -> Iterator[tuple[str, type[_Files]]]:
-    handler = type("Files", (_Files,), {"ranges": Counter()})
+    handler = type("Files", (_Files,), {})  # counts of its own
     for url in _serve(handler):
         yield url, handler
 
 
 @pytest.fixture
 def http_no_ranges() -> Iterator[str]:
-    handler = type("NoRanges", (_Files,), {"honour_range": False, "ranges": Counter()})
+    handler = type("NoRanges", (_Files,), {"honour_range": False})
     yield from _serve(handler)
 
 

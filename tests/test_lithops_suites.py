@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from http_kit import RangedFiles
 
 from dask_faas.testing.lithops_suites import EXCLUDED, MODULES, ONLINE, wheel_tests_directory
 from dask_faas.testing.s3 import LOOPBACK_AWS_ENV
@@ -112,38 +113,11 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-class _Datasets(http.server.BaseHTTPRequestHandler):
+class _Datasets(RangedFiles):
     """Serves :data:`DATASETS` (GET with Range, HEAD) inside the TLS tunnel."""
 
     protocol_version = "HTTP/1.1"
-
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
-
-    def do_GET(self) -> None:
-        self._answer(body=True)
-
-    def _answer(self, body: bool) -> None:
-        data = DATASETS.get(self.path.split("?")[0])
-        if data is None:
-            self.send_error(404)
-            return
-        status, payload, spec = 200, data, self.headers.get("Range")
-        if spec:
-            first, _, last = spec.removeprefix("bytes=").partition("-")
-            start, end = int(first), min(int(last) + 1 if last else len(data), len(data))
-            if start >= len(data):
-                self.send_error(416)
-                return
-            status, payload = 206, data[start:end]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if body:
-            self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        return None
+    files = DATASETS
 
 
 class _Proxy(http.server.BaseHTTPRequestHandler):
