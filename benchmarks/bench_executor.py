@@ -20,10 +20,11 @@ of worker processes (``--workers``, default 2), is warmed up once (untimed), the
 
 The cost of recording (invocation records and the capture of the functions' output, on by
 default) is the ratio of faas-map to faas-map-off and of faas-dask to faas-dask-off (target: within
-5%); the two executors of each pair run side by side, their repeats interleaved in alternating
-order (A B B A A B ...: the first of each turn pays for collecting the garbage of the turn before),
-and their CPU seconds (the client's and its function processes') are compared too, which the waits
-of a loaded machine do not inflate.
+5%); the two executors of each pair are made afresh for every turn (in alternating order: of two
+executors alive side by side the one made first runs 4-10% slower, see FreshPair), their repeats
+interleaved in alternating order (A B B A A B ...: the first of each turn pays for collecting the
+garbage of the turn before), and their CPU seconds (the client's and its function processes') are
+compared too, which the waits of a loaded machine do not inflate.
 
 Nothing is asserted on times: the script only reports (the target checks are printed). It exits 1
 when a contender fails or returns wrong results, or when processes it started are left behind.
@@ -48,7 +49,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from _common import (
     Measurement,
@@ -108,6 +109,9 @@ class Case:
     #: Another case of the group timed together with this one, repeats interleaved (A B A B ...),
     #: so that a drifting machine load weighs on both alike.
     pair: str | None = None
+    #: Called before each turn of a pair's interleaved repeats (with the turn's number) and before
+    #: the warm-up (with -1): where a pair's contenders are made afresh.
+    turn: Callable[[int], None] | None = None
 
 
 Group = Callable[[argparse.Namespace], contextlib.AbstractContextManager[list[Case]]]
@@ -119,48 +123,90 @@ def _delayed_calls(calls: int) -> list[Any]:
     return [dask.delayed(inc)(i) for i in range(calls)]
 
 
+class FreshPair:
+    """The two FaasExecutors of a pair (recording on and off), made afresh for every turn, in
+    alternating order, and warmed up before it.
+
+    Of two executors alive side by side, the one made first runs measurably slower: an A/A
+    comparison of two identical executors showed 4-10% more CPU per call for the first one, as
+    much as the effect measured. Long-lived pairs charged that to whichever side came first.
+    """
+
+    OFF: ClassVar[dict[str, Any]] = {"records": False, "logs": {"max-bytes": 0}}
+
+    def __init__(self, workers: int, root: str, warm: Callable[[Any], Any]) -> None:
+        self.workers, self.root, self.warm = workers, root, warm
+        self.executors: dict[str, Any] = {}
+        self.stats: dict[str, Any] = {}
+        self._stack = contextlib.ExitStack()
+
+    def turn(self, number: int) -> None:
+        from dask_faas import FaasExecutor
+
+        self.close()
+        for name in ("on", "off") if number % 2 == 0 else ("off", "on"):
+            settings = self.OFF if name == "off" else {}
+            self.executors[name] = self._stack.enter_context(
+                FaasExecutor(workers=self.workers, local_storage={"root": self.root}, **settings)
+            )
+        for ex in self.executors.values():
+            self.warm(ex)
+
+    def close(self) -> None:
+        self.stats = {name: ex.stats for name, ex in self.executors.items()}
+        self._stack.close()
+        self.executors = {}
+
+
 @contextlib.contextmanager
 def faas_group(args: argparse.Namespace) -> Iterator[list[Case]]:
     import dask
 
-    from dask_faas import FaasExecutor
-
     tasks = _delayed_calls(args.calls)
-    off = {"records": False, "logs": {"max-bytes": 0}}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-faas-") as root,
-        FaasExecutor(workers=args.workers, local_storage={"root": root}) as ex,
-        FaasExecutor(workers=args.workers, local_storage={"root": root}, **off) as ex_off,
-    ):
-        yield [
-            Case(
-                "faas-map",
-                args.calls,
-                lambda: list(ex.map(inc, range(args.calls))),
-                "chunksize=1",
-                pair="faas-map-off",
-            ),
-            Case(
-                "faas-map-off",
-                args.calls,
-                lambda: list(ex_off.map(inc, range(args.calls))),
-                "chunksize=1; faas.records: false, faas.logs.max-bytes: 0",
-            ),
-            Case(
-                "faas-dask",
-                args.calls,
-                lambda: dask.compute(tasks, scheduler=ex)[0],
-                "faas_get: the executor is a scheduler (batched invocations)",
-                pair="faas-dask-off",
-            ),
-            Case(
-                "faas-dask-off",
-                args.calls,
-                lambda: dask.compute(tasks, scheduler=ex_off)[0],
-                "faas.records: false, faas.logs.max-bytes: 0",
-            ),
-        ]
-        print(f"  FaasExecutor stats: {ex.stats}; recording off: {ex_off.stats}", flush=True)
+
+    def warm(ex: Any) -> None:
+        list(ex.map(inc, range(4 * args.workers)))
+        dask.compute(tasks[: 4 * args.workers], scheduler=ex)
+
+    with tempfile.TemporaryDirectory(prefix="bench-faas-") as root:
+        maps, computes = FreshPair(args.workers, root, warm), FreshPair(args.workers, root, warm)
+        try:
+            yield [
+                Case(
+                    "faas-map",
+                    args.calls,
+                    lambda: list(maps.executors["on"].map(inc, range(args.calls))),
+                    "chunksize=1",
+                    pair="faas-map-off",
+                    turn=maps.turn,
+                ),
+                Case(
+                    "faas-map-off",
+                    args.calls,
+                    lambda: list(maps.executors["off"].map(inc, range(args.calls))),
+                    "chunksize=1; faas.records: false, faas.logs.max-bytes: 0",
+                    turn=maps.turn,
+                ),
+                Case(
+                    "faas-dask",
+                    args.calls,
+                    lambda: dask.compute(tasks, scheduler=computes.executors["on"])[0],
+                    "faas_get: the executor is a scheduler (batched invocations)",
+                    pair="faas-dask-off",
+                    turn=computes.turn,
+                ),
+                Case(
+                    "faas-dask-off",
+                    args.calls,
+                    lambda: dask.compute(tasks, scheduler=computes.executors["off"])[0],
+                    "faas.records: false, faas.logs.max-bytes: 0",
+                    turn=computes.turn,
+                ),
+            ]
+        finally:
+            maps.close()
+            computes.close()
+        print(f"  FaasExecutor stats (last turn): {maps.stats}; {computes.stats}", flush=True)
 
 
 @contextlib.contextmanager
@@ -328,10 +374,15 @@ def _interleaved(cases: list[Case], repeats: int) -> list[list[float]]:
     after one untimed warm-up each; the seconds of each case's repeats. With two cases, the CPU
     seconds of each repeat go to :data:`CPU_SECONDS` too (what a loaded machine's waits leave out)."""
     seconds: list[list[float]] = [[] for _ in cases]
+    turn = cases[0].turn
+    if turn is not None:
+        turn(-1)
     for case in cases:
         checker(case.calls)(case.run())
     pairs = list(zip(cases, seconds, strict=True))
     for repeat in range(repeats):
+        if turn is not None:
+            turn(repeat)
         # in turn A B, then B A: the first of a turn collects the garbage the turn before left (the
         # dask graphs of 1000 tasks), which weighs on its time; alternating spreads it evenly
         for case, timings in pairs if repeat % 2 == 0 else pairs[::-1]:
