@@ -253,6 +253,15 @@ def test_shared_state_primitives_refuse_clearly(name):
         getattr(mp, name)()
 
 
+def test_managers_refuse_clearly():
+    from dask_faas.compat.multiprocessing.managers import SyncManager
+
+    with pytest.raises(NotImplementedError, match=r"managers\.SyncManager .*Redis"):
+        SyncManager()
+    with pytest.raises(NotImplementedError, match=r"managers\.SyncManager\.register .*Redis"):
+        SyncManager.register("get_weights")
+
+
 def test_context_functions():
     assert mp.get_all_start_methods() == ["cloud"]
     assert mp.get_context().Pool is mp.Pool

@@ -14,7 +14,8 @@ Provided: :class:`Pool` (``pool``), :class:`Process`, ``current_process``, ``act
 locks, values, managers: ``unsupported.NAMES``) raise ``NotImplementedError``: Lithops keeps them
 in Redis, dask-faas keeps object storage as the only shared state.
 
-Modules: ``pool``, ``process``, ``context``, ``config``, ``util``, ``unsupported``; ``_tasks`` is
+Modules: ``pool``, ``process``, ``context``, ``config``, ``util``, ``unsupported``, ``managers``
+(whose managers raise too); ``_tasks`` is
 what runs inside the functions.
 """
 
