@@ -156,6 +156,19 @@ def test_pool_errors_and_timeouts_match_multiprocessing(std_pool):
             pool.map(square, [1])
 
 
+def test_imap_next_timeout_then_the_values(std_pool):
+    with mp.Pool() as pool:
+        for p in (pool, std_pool):
+            ordered = p.imap(nap, [1.5, 0])
+            with pytest.raises(std_mp.TimeoutError):
+                ordered.next(timeout=0.05)
+            assert list(ordered) == [1.5, 0]
+            unordered = p.imap_unordered(nap, [1.5, 1.5])
+            with pytest.raises(std_mp.TimeoutError):
+                unordered.next(timeout=0.05)
+            assert list(unordered) == [1.5, 1.5]
+
+
 def test_initializer_runs_in_each_invocation_before_the_work():
     with std_mp.get_context("spawn").Pool(2, initializer, ("arg", 123)) as std_pool:
         expected = std_pool.map(read_init, [0] * 3)

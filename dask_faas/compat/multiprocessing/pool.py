@@ -123,34 +123,31 @@ class IMapIterator:
     """The iterator of ``imap`` (call order) and ``imap_unordered`` (completion order)."""
 
     def __init__(self, futures: list[Any], ordered: bool) -> None:
-        self._futures = list(futures)
         self._ordered = ordered
         self._values: list[Any] = []
-        self._done = iter(self._futures) if ordered else cf.as_completed([f.future for f in self._futures])
-        self._by_cf = {id(f.future): f for f in self._futures}
+        self._queue = list(futures)  # imap: in call order; imap_unordered: those not yielded yet
 
     def __iter__(self) -> IMapIterator:
         return self
 
+    def _next_future(self, timeout: float | None) -> Any:
+        if not self._queue:
+            raise StopIteration
+        if self._ordered:
+            future = self._queue[0]
+            done = cf.wait([future.future], timeout).done
+        else:
+            done = cf.wait([f.future for f in self._queue], timeout, cf.FIRST_COMPLETED).done
+            future = next((f for f in self._queue if f.future in done), None)
+        if not done:
+            raise TimeoutError(f"no result after {timeout} s")
+        self._queue.remove(future)
+        return future
+
     def next(self, timeout: float | None = None) -> Any:
         """The next value (``TimeoutError`` after ``timeout`` seconds, ``StopIteration`` at the end)."""
         while not self._values:
-            if self._ordered:
-                future = next(self._done)
-            else:
-                try:
-                    done = next(self._done)  # type: ignore[call-overload]
-                except cf.TimeoutError:
-                    raise TimeoutError(f"no result after {timeout} s") from None
-                future = self._by_cf[id(done)]
-            try:
-                self._values = list(future.result(timeout=timeout))
-            except cf.TimeoutError:
-                if future.future.done():
-                    raise
-                if self._ordered:
-                    self._done = itertools.chain([future], self._done)
-                raise TimeoutError(f"no result after {timeout} s") from None
+            self._values = list(self._next_future(timeout).result())
         return self._values.pop(0)
 
     __next__ = next
