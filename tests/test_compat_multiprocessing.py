@@ -284,3 +284,39 @@ def test_context_functions():
     assert mp.cpu_count() == std_mp.cpu_count()
     assert mp.current_process().name == std_mp.current_process().name
     assert issubclass(mp.TimeoutError, std_mp.TimeoutError) and issubclass(mp.TimeoutError, TimeoutError)
+
+
+def shout(x):
+    print(f"item {x}", flush=True)
+    return -x
+
+
+def storage_name():
+    return util.resolve_storage().name
+
+
+def test_pool_on_a_moto_bucket_streams_stdout_and_leaves_nothing(s3_storage, s3_endpoint, capsys):
+    lithops_config = {
+        "lithops": {"backend": "localhost", "storage": "aws_s3"},
+        "aws_s3": {
+            "endpoint": s3_endpoint,
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+            "region": "us-east-1",
+            "storage_bucket": s3_storage.bucket,
+        },
+    }
+    mp_config.update({mp_config.LITHOPS_CONFIG: lithops_config, mp_config.STREAM_STDOUT: True})
+    try:
+        with mp.Pool() as pool:
+            assert pool.apply(pid) != os.getpid()
+            assert pool.apply(storage_name) == "s3"  # the function's logs go to the bucket
+            assert pool.map(shout, range(5), chunksize=2) == [-x for x in range(5)]
+            pool.close()
+            pool.join()  # the feed prints what is left, then stops
+    finally:
+        mp_config.update({mp_config.LITHOPS_CONFIG: {}, mp_config.STREAM_STDOUT: False})
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines) == [f"item {x}" for x in range(5)]
+    assert lines.index("item 0") < lines.index("item 1") and lines.index("item 2") < lines.index("item 3")
+    assert list(s3_storage.list("")) == []
