@@ -213,3 +213,18 @@ def test_import_dask_faas_does_not_import_joblib() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "False"
+
+
+def total(a: Any, scale: float) -> float:
+    return float(a.sum()) * scale
+
+
+def test_large_arguments_on_an_s3_bucket_leave_nothing_behind(s3_storage: Any, s3_endpoint: str) -> None:
+    import numpy as np
+
+    a = np.arange(300_000, dtype=np.float64)  # 2.4 MB: above the inline limit, goes through storage
+    s3 = {"bucket": s3_storage.bucket, "endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    with joblib.parallel_backend("faas", storage="s3", s3=s3, workers=2):
+        got = joblib.Parallel(batch_size=1)(joblib.delayed(total)(a, s) for s in (1.0, 2.0, 3.0))
+    assert got == [total(a, s) for s in (1.0, 2.0, 3.0)]
+    assert list(s3_storage.list("")) == []
