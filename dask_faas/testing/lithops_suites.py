@@ -118,7 +118,13 @@ def _facade_modules() -> dict[str, ModuleType]:
     found = {"lithops": compat}
     for info in pkgutil.walk_packages(compat.__path__, "dask_faas.compat."):
         if not any(part.startswith("_") for part in info.name.split(".")):
-            found["lithops" + info.name[len("dask_faas.compat") :]] = importlib.import_module(info.name)
+            try:
+                module = importlib.import_module(info.name)
+            except ModuleNotFoundError as exc:  # an optional dependency (joblib) is not installed:
+                if (exc.name or "").startswith("dask_faas"):  # that module stays unrouted
+                    raise
+                continue
+            found["lithops" + info.name[len("dask_faas.compat") :]] = module
     return found
 
 
