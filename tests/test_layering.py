@@ -77,10 +77,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("dask_faas.partition", "dask_faas.dataframe", "dask_faas.writers")),
     # what users touch: the Lithops facade, deployment of the runtimes, the command line, test tools
     # (the emulators among them), the package's names
-    # (the performance report reads records and reports)
+    # (the performance report reads records and reports; the joblib backend runs batches on an
+    # executor, and the facade's register_lithops builds on it)
     (
         "surface",
         (
+            "dask_faas.joblib_backend",
             "dask_faas.compat",
             "dask_faas.deploy",
             "dask_faas.cli",
