@@ -375,7 +375,11 @@ class FunctionExecutor:
         """
         params = parameter_names(fn)
         if "rabbitmq" in params:
-            raise NotImplementedError("the 'rabbitmq' argument is not supported by dask-faas")
+            raise NotImplementedError(
+                f"{getattr(fn, '__qualname__', fn)!r} takes a 'rabbitmq' argument (a pika connection to "
+                "the RabbitMQ broker of Lithops' configuration): dask-faas does not provide it; pass "
+                "data between calls through object storage (the 'storage' argument) instead"
+            )
         calls = bind(fn, iterdata, extra_args)
         name = "obj" if "obj" in params else "url" if self.url_inputs and "url" in params else None
         if name is None:
