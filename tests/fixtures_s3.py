@@ -188,3 +188,17 @@ def s3_endpoint_auth(_s3_env: None, _s3_logs: str) -> Iterator[AuthS3]:
         yield AuthS3(url, bucket, access["AccessKeyId"], access["SecretAccessKey"])
     finally:
         stop_process(proc)
+
+
+def lithops_aws_s3_config(endpoint: str, bucket: str) -> dict[str, Any]:
+    """A Lithops configuration whose storage is ``bucket`` on the moto server at ``endpoint``."""
+    return {
+        "lithops": {"backend": "localhost", "storage": "aws_s3"},
+        "aws_s3": {
+            "endpoint": endpoint,
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+            "region": "us-east-1",
+            "storage_bucket": bucket,
+        },
+    }

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from faults_kit import wait_until
+from fixtures_s3 import lithops_aws_s3_config
 
 import dask_faas.compat as lithops
 from dask_faas.backends.storage import Storage
@@ -241,16 +242,7 @@ def test_errors_wait_and_get_result_options(executor):
 
 def test_own_executor_from_a_lithops_config(s3_storage, s3_endpoint, storage_root):
     put_dataset(s3_storage, n=1)
-    config = {
-        "lithops": {"backend": "localhost", "storage": "aws_s3"},
-        "aws_s3": {
-            "endpoint": s3_endpoint,
-            "access_key_id": "testing",
-            "secret_access_key": "testing",
-            "region": "us-east-1",
-            "storage_bucket": s3_storage.bucket,
-        },
-    }
+    config = lithops_aws_s3_config(s3_endpoint, s3_storage.bucket)
     with lithops.FunctionExecutor(config=config, workers=1, runtime_memory=512) as fexec:
         assert fexec.executor.storage.name == "s3" and fexec.executor.settings["memory-mb"] == 512
         fexec.map(lambda obj: obj.data_stream.read().count(b"\n"), f"{s3_storage.bucket}/year=2019/")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dask
 import pytest
+from fixtures_s3 import lithops_aws_s3_config
 
 from dask_faas.compat import FunctionExecutor
 from dask_faas.compat import multiprocessing as mp
@@ -296,16 +297,7 @@ def storage_name():
 
 
 def test_pool_on_a_moto_bucket_streams_stdout_and_leaves_nothing(s3_storage, s3_endpoint, capsys):
-    lithops_config = {
-        "lithops": {"backend": "localhost", "storage": "aws_s3"},
-        "aws_s3": {
-            "endpoint": s3_endpoint,
-            "access_key_id": "testing",
-            "secret_access_key": "testing",
-            "region": "us-east-1",
-            "storage_bucket": s3_storage.bucket,
-        },
-    }
+    lithops_config = lithops_aws_s3_config(s3_endpoint, s3_storage.bucket)
     mp_config.update({mp_config.LITHOPS_CONFIG: lithops_config, mp_config.STREAM_STDOUT: True})
     try:
         with mp.Pool() as pool:

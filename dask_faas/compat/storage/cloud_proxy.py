@@ -284,30 +284,33 @@ class _Upload:
         self._resolver.storage.put(self._key, data)
 
 
-class _BytesFile(io.BytesIO):
+class _UploadOnClose:
+    """A file in memory whose content is stored when it is closed (``upload``; None: read-only),
+    positioned at its end when it was opened to write (appending keeps what was there)."""
+
+    _upload: _Upload | None
+
+    def _opened(self, upload: _Upload | None) -> None:
+        self._upload = upload
+        if upload is not None:
+            self.seek(0, io.SEEK_END)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if not self.closed and self._upload is not None:  # type: ignore[attr-defined]
+            self._upload(self.getvalue())  # type: ignore[attr-defined]
+        super().close()  # type: ignore[misc]
+
+
+class _BytesFile(_UploadOnClose, io.BytesIO):
     def __init__(self, initial: bytes, upload: _Upload | None) -> None:
-        super().__init__(initial)
-        self._upload = upload
-        if upload is not None:
-            self.seek(0, io.SEEK_END)
-
-    def close(self) -> None:
-        if not self.closed and self._upload is not None:
-            self._upload(self.getvalue())
-        super().close()
+        io.BytesIO.__init__(self, initial)
+        self._opened(upload)
 
 
-class _TextFile(io.StringIO):
+class _TextFile(_UploadOnClose, io.StringIO):
     def __init__(self, initial: str, upload: _Upload | None) -> None:
-        super().__init__(initial, newline="")
-        self._upload = upload
-        if upload is not None:
-            self.seek(0, io.SEEK_END)
-
-    def close(self) -> None:
-        if not self.closed and self._upload is not None:
-            self._upload(self.getvalue())
-        super().close()
+        io.StringIO.__init__(self, initial, newline="")
+        self._opened(upload)
 
 
 def cloud_open(
