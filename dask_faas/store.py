@@ -130,6 +130,15 @@ class CountedStorage(Storage):
         self._count("put", written=len(data))
         self.inner.put(key, data)
 
+    def put_if(self, key: str, data: bytes | memoryview, *, version: str | None) -> str | None:
+        self._count("put", written=len(data))
+        return self.inner.put_if(key, data, version=version)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        data, version = self.inner.get_versioned(key)
+        self._count("get", read=len(data))
+        return data, version
+
     def get(
         self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
     ) -> bytes:

@@ -159,6 +159,45 @@ class StorageContract:
         with pytest.raises(FileNotFoundError, match="nope/missing"):
             storage.stat("nope/missing")
 
+    # -- conditional writes ---------------------------------------------------------------------
+
+    def test_put_if_absent_and_put_if_version(self, storage: Storage) -> None:
+        first = storage.put_if("cond/obj", b"one", version=None)
+        assert first is not None and storage.get_versioned("cond/obj") == (b"one", first)
+        assert storage.put_if("cond/obj", b"two", version=None) is None  # exists: nothing written
+        second = storage.put_if("cond/obj", b"two", version=first)
+        assert second not in (None, first) and storage.get_versioned("cond/obj") == (b"two", second)
+        assert storage.stat("cond/obj").version == second
+        assert storage.put_if("cond/obj", b"three", version=first) is None  # a stale version loses
+        assert storage.get("cond/obj") == b"two"
+        assert storage.put_if("cond/missing", b"x", version=second) is None  # no object of that version
+        assert not storage.exists("cond/missing")
+        with pytest.raises(FileNotFoundError, match="cond/missing"):
+            storage.get_versioned("cond/missing")
+        storage.delete(["cond/obj"])
+        assert storage.put_if("cond/obj", b"again", version=None) is not None
+        assert [k for k, _ in storage.list("cond/")] == ["cond/obj"]  # no temporary leftovers
+
+    def test_concurrent_conditional_increments_lose_no_update(self, storage: Storage) -> None:
+        """Threads incrementing one counter with read-version-then-put_if: no increment is lost."""
+        storage.put_if("cas/counter", b"0", version=None)
+        threads, increments = 4, 15
+
+        def increment(_: int) -> int:
+            conflicts = 0
+            for _ in range(increments):
+                while True:
+                    data, version = storage.get_versioned("cas/counter")
+                    if storage.put_if("cas/counter", b"%d" % (int(data) + 1), version=version):
+                        break
+                    conflicts += 1
+            return conflicts
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(increment, range(threads)))
+        assert storage.get("cas/counter") == b"%d" % (threads * increments)
+        assert [k for k, _ in storage.list("cas/")] == ["cas/counter"]
+
     def test_delete_prefix_leaves_no_upload_open(self, storage: Storage) -> None:
         storage.put("up/a", b"1")
         assert storage.delete_prefix("up/") == 1

@@ -17,6 +17,13 @@ planning and reading is never read half old, half new, and a stale replica's old
 never used. Every ``get`` returns all the bytes it was asked for (up to the object's end) or raises:
 a short body is never returned.
 
+Conditional writes: :meth:`~Storage.put_if` writes only if the object is still at a version the
+writer read (``version=``) or does not exist yet (``version=None``), and :meth:`~Storage.get_versioned`
+reads the bytes and their version in one go: S3's ``If-Match`` / ``If-None-Match`` on PutObject,
+a directory lock and :func:`os.link` locally, the storage's lock in memory. They are what the
+shared-state primitives of :mod:`dask_faas.compat.multiprocessing` (locks, queues, values) are built
+on. A storage without them raises ``NotImplementedError`` naming itself.
+
 Multipart uploads: :meth:`~Storage.delete_prefix` also aborts the uploads left open under the
 prefix (:meth:`~Storage.open_uploads` lists them; only S3 has any), so an interrupted large write
 leaves nothing behind.
@@ -39,9 +46,12 @@ it; S3 accepts whatever S3 accepts); byte ranges by :func:`check_range` (every s
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from ...exceptions import StorageError
 
 __all__ = ["TMP_PREFIX", "ObjectStat", "Storage", "check_key", "check_range"]
 
@@ -164,6 +174,44 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys``; keys that do not exist are ignored."""
+
+    def put_if(self, key: str, data: bytes | memoryview, *, version: str | None) -> str | None:
+        """Write ``data`` under ``key`` only if the object is at ``version`` (``None``: only if absent).
+
+        The check and the write are one atomic step among conditional writers: of two writers
+        holding the same version, one wins. Plain :meth:`put` and :meth:`delete` are not held
+        back by it. Versions may be derived from the bytes (S3's ETag): a writer that may write the
+        same bytes twice should make them differ (a counter inside), so that an old version is
+        never taken for the new one.
+
+        Returns
+        -------
+        str or None
+            The version written, or ``None`` if the condition did not hold (the object exists, has
+            another version, or is missing when a version was given): nothing was written.
+
+        Raises
+        ------
+        NotImplementedError
+            If the storage has no conditional writes (the default), naming it.
+        """
+        raise NotImplementedError(
+            f"{self.name} storage {self.locator_repr()} has no conditional writes (put_if): "
+            "use 'local', 'memory' or 's3' storage"
+        )
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        """The bytes of ``key`` and their version, read together; ``FileNotFoundError`` if missing.
+
+        Built on :meth:`stat` and :meth:`get` with ``version=`` (read again if the object was
+        written in between); implementations that can read both in one request override it.
+        """
+        for _ in range(9):
+            found = self.stat(key)
+            with contextlib.suppress(StorageError):
+                return self.get(key, version=found.version), found.version
+        found = self.stat(key)
+        return self.get(key, version=found.version), found.version
 
     # -- built on the primitives -------------------------------------------------------------
 

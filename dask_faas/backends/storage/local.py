@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -87,6 +89,32 @@ class LocalStorage(Storage):
             except BaseException:
                 _remove_quietly(tmp)
                 raise
+
+    def put_if(self, key: str, data: bytes | memoryview, *, version: str | None) -> str | None:
+        """Write ``data`` under ``key`` if it is at ``version`` (``None``: if absent); the version
+        written, or ``None`` if the condition did not hold.
+
+        Conditional writers of one directory take turns on an ``flock`` of the directory. A new
+        object is linked into place (:func:`os.link` fails if the key exists); a replacement is
+        checked against the current file's version, then moved over it with a modification time
+        past the old one's, so a version is never seen twice for one key (inodes are reused).
+        """
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        for attempt in range(5):
+            tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+            try:
+                os.makedirs(directory, exist_ok=True)
+                with open(tmp, "xb") as f:
+                    f.write(data)
+                with _directory_lock(directory):
+                    return _swap_if(tmp, path, version)
+            except FileNotFoundError:  # a concurrent delete removed the (then empty) directory
+                if attempt == 4:
+                    raise
+            finally:
+                _remove_quietly(tmp)
+        raise AssertionError("unreachable")
 
     def get(
         self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
@@ -191,6 +219,39 @@ class LocalStorage(Storage):
     def locator(self) -> dict[str, Any]:
         """``{"backend": "local", "root": <absolute root>}``."""
         return {"backend": "local", "root": self.root}
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: str) -> Iterator[None]:
+    """An exclusive ``flock`` of ``directory`` (its conditional writers take turns)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _swap_if(tmp: str, path: str, version: str | None) -> str | None:
+    """Put file ``tmp`` at ``path`` if ``path`` is at ``version`` (``None``: absent); under the lock."""
+    if version is None:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return None
+        return _version(os.stat(tmp))
+    try:
+        current = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if _version(current) != version:
+        return None
+    now = time.time_ns()
+    mtime = max(now, current.st_mtime_ns + 1)
+    os.utime(tmp, ns=(now, mtime))
+    written = _version(os.stat(tmp))
+    os.replace(tmp, path)
+    return written
 
 
 def _remove_quietly(path: str) -> None:

@@ -62,6 +62,23 @@ class MemoryStorage(Storage):
         with self._lock:
             self._objects[check_key(key)] = (value, str(next(self._versions)))
 
+    def put_if(self, key: str, data: bytes | memoryview, *, version: str | None) -> str | None:
+        """Store a copy of ``data`` under ``key`` if it is at ``version`` (``None``: if absent); the
+        version written, or ``None`` if the condition did not hold."""
+        value = bytes(data)
+        key = check_key(key)
+        with self._lock:
+            found = self._objects.get(key)
+            if (found[1] if found else None) != version:
+                return None
+            written = str(next(self._versions))
+            self._objects[key] = (value, written)
+            return written
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        """The bytes of ``key`` and their version; ``FileNotFoundError`` if missing."""
+        return self._read(key)
+
     def get(
         self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
     ) -> bytes:

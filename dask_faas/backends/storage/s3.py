@@ -60,6 +60,8 @@ _DENIED |= {"InvalidToken", "SignatureDoesNotMatch"}
 _ENV_NAMES = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY"}
 _ENV_NAMES["token"] = "AWS_SESSION_TOKEN"
 _MISSING_KEY = {"NoSuchKey", "NotFound", "404"}
+#: A conditional write that lost: the condition failed, or a concurrent conditional write won.
+_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _UNREACHABLE = (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ProxyConnectionError)
 #: A body that broke off, stalled or came short after the answer's headers: botocore does not retry
 #: these (a streaming body's are wrapped by botocore, a parsed answer's pass as urllib3's).
@@ -258,6 +260,28 @@ class S3Storage(Storage):
                     lambda: self._client.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=config)
                 )
 
+    def put_if(self, key: str, data: bytes | memoryview, *, version: str | None) -> str | None:
+        """PutObject with ``If-Match: version`` (``If-None-Match: *`` for ``None``); the ETag written,
+        or ``None`` on 412 PreconditionFailed, 409 ConditionalRequestConflict (a concurrent
+        conditional write) or a missing key."""
+        body = data if isinstance(data, bytes) else bytes(data)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        with self._errors(key):
+            try:
+                response = self._again(
+                    lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)
+                )
+            except bce.ClientError as err:
+                code = _code(err)
+                if code in _CONDITION_FAILED or (version is not None and code in _MISSING_KEY):
+                    return None
+                raise
+        return response.get("ETag")
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        """One GetObject: the bytes of ``key`` and their ETag (checked as :meth:`get` checks)."""
+        return self._read(key)
+
     def get(
         self, key: str, start: int | None = None, end: int | None = None, *, version: str | None = None
     ) -> bytes:
@@ -282,13 +306,19 @@ class S3Storage(Storage):
             broken or of another version than ``version`` (the object was overwritten), or the
             service kept failing.
         """
+        return self._read(key, start, end, version)[0]
+
+    def _read(
+        self, key: str, start: int | None = None, end: int | None = None, version: str | None = None
+    ) -> tuple[bytes, str | None]:
+        """:meth:`get`'s request loop; the bytes and the answer's ETag."""
         check_range(start, end)
         kwargs: dict[str, Any] = {}
         first = start or 0
         ranged = start is not None or end is not None
         if ranged:
             if end is not None and end <= first:
-                return b""
+                return b"", None
             kwargs["Range"] = f"bytes={first}-" if end is None else f"bytes={first}-{end - 1}"
         if version is not None:
             kwargs["IfMatch"] = version
@@ -307,7 +337,7 @@ class S3Storage(Storage):
                 except bce.ClientError as err:
                     code = _code(err)
                     if code == "InvalidRange":
-                        return b""  # start at or past the end of the object
+                        return b"", None  # start at or past the end of the object
                     if code in _MISSING_KEY and time.monotonic() - began < self.read_after_write_s:
                         _backoff(tries)  # not there yet, maybe: an eventually consistent read
                         continue
@@ -328,7 +358,7 @@ class S3Storage(Storage):
                         if problem is None:
                             if ranged and "ContentRange" not in response:  # the server ignored the range
                                 data = data[start:end]
-                            return data
+                            return data, response.get("ETag")
                 failures += 1
                 if failures < READ_ATTEMPTS:
                     _backoff(tries)
