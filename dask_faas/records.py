@@ -33,7 +33,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import config
 from .exceptions import ConfigError
@@ -476,9 +476,9 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-@dataclass(frozen=True)
-class Sent:
-    """What the client knows of one invocation it sent (the record's client side)."""
+class Sent(NamedTuple):
+    """What the client knows of one invocation it sent (the record's client side; a tuple, made
+    once per invocation on the client's hot path)."""
 
     call: str
     attempt: int
@@ -558,7 +558,7 @@ class Observer:
             sent.backup,
             len(logs.encode("utf-8", "replace")) if logs else 0,
         )
-        self.recorder.add(row, requests if isinstance(requests, Mapping) else None)
+        self.recorder.add(row, requests if isinstance(requests, dict) else None)
 
     def _logs(self, sent: Sent, text: str) -> None:
         if self.writer is not None:
@@ -579,4 +579,6 @@ class Observer:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """``value`` as a float if it is an int or a float (not a bool), else None."""
+    kind = type(value)
+    return float(value) if kind is float or kind is int else None

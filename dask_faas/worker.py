@@ -454,7 +454,7 @@ class MemoryLimit:
             False where this system cannot tell the process's data size (no ``/proc``): then
             nothing is set and the platform's own limit is the only one.
         """
-        data = capture.status_bytes("VmData")
+        data = capture.data_bytes()
         if data is None:
             return False
         allowance = self.memory_mb * 2**20

@@ -64,11 +64,20 @@ READY = b"R"
 START_TIMEOUT_S = 60.0
 
 
-def _resident_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` (0 where it cannot be read)."""
+def _open_statm(pid: int) -> int | None:
+    """A descriptor of ``/proc/<pid>/statm``, kept open while the process lives (None without /proc)."""
     try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+        return os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _resident_bytes(statm: int | None) -> int:
+    """Resident memory of the process whose ``statm`` descriptor this is (0 where it cannot be read)."""
+    if statm is None:
+        return 0
+    try:
+        return int(os.pread(statm, 512, 0).split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
 
@@ -81,6 +90,7 @@ class _FunctionProcess:
             _ENTRY, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(environment), bufsize=0
         )
         self.pid = self.popen.pid
+        self._statm = _open_statm(self.pid)
         self._in = self.popen.stdin.fileno()  # type: ignore[union-attr]
         self._out = self.popen.stdout.fileno()  # type: ignore[union-attr]
         #: Set when the pool's close stopped this process in the middle of a call.
@@ -96,7 +106,7 @@ class _FunctionProcess:
         if not self._started:
             self._wait_started(options)
         deadline = time.monotonic() + options.timeout_s
-        memory_limit = _resident_bytes(self.pid) + (options.memory_mb + BACKSTOP_SLACK_MB) * 2**20
+        memory_limit = _resident_bytes(self._statm) + (options.memory_mb + BACKSTOP_SLACK_MB) * 2**20
         try:
             os.write(self._in, _HEADER.pack(len(payload), options.memory_mb))
             view = memoryview(payload)
@@ -131,7 +141,7 @@ class _FunctionProcess:
                     f"{options.label} exceeded its time limit timeout_s={options.timeout_s:g} "
                     f"and was stopped (function process {self.pid} replaced)"
                 )
-            resident = _resident_bytes(self.pid)
+            resident = _resident_bytes(self._statm)
             if resident > memory_limit:
                 self.kill()
                 raise FunctionMemoryError(
@@ -184,10 +194,14 @@ class _FunctionProcess:
         return True
 
     def release(self) -> None:
-        """Close the pipes of a process that has ended."""
+        """Close the pipes of a process that has ended, and its ``statm``."""
         for pipe in (self.popen.stdin, self.popen.stdout):
             with contextlib.suppress(OSError):
                 pipe.close()  # type: ignore[union-attr]
+        if self._statm is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._statm)
+            self._statm = None
 
     def kill(self) -> None:
         """Kill the process (SIGKILL) and reap it."""
