@@ -5,7 +5,6 @@ on the local pool's real processes, and once on a moto S3 server."""
 from __future__ import annotations
 
 import gc
-import importlib.util
 import multiprocessing as std_mp
 import queue
 import time
@@ -26,7 +25,6 @@ from dask_faas.compat.multiprocessing.queues import JoinableQueue, Queue, Simple
 from dask_faas.compat.multiprocessing.state import ROOT
 
 SPAWN = std_mp.get_context("spawn")
-HAS_SYNCHRONIZE = importlib.util.find_spec("dask_faas.compat.multiprocessing.synchronize") is not None
 
 
 def shared_files(root: Path) -> list[Path]:
@@ -425,17 +423,41 @@ def test_parameter_server_registered_class_counts_every_update():
     manager.start()
     ps = manager.ParameterServer(10)
     assert ps.get_params().tolist() == [0.0] * 10
-    locks = [NoLock()] + ([manager.Lock()] if HAS_SYNCHRONIZE else [])
     with dask.config.set({"faas.workers": 5}), Pool() as pool:
-        for round_, lock in enumerate(locks, 1):
-            pool.starmap(train, [(ps, lock)] * 5)
-            assert ps.get_params().tolist() == (expected * round_).tolist() == [50.0 * round_] * 10
+        pool.starmap(train, [(ps, NoLock())] * 5)
+    assert ps.get_params().tolist() == expected.tolist() == [50.0] * 10
     with pytest.raises(AttributeError, match="not exposed"):
         ps.params  # noqa: B018  (a proxy exposes methods only, as multiprocessing's AutoProxy)
     assert "ParameterServer" not in dir(SyncManager) and "ParameterServer" not in dir(BaseManager)
     manager.shutdown()
     with pytest.raises(FileNotFoundError):
         ps.get_params()
+
+
+def synchronization_scenario(manager):
+    lock, rlock, event = manager.Lock(), manager.RLock(), manager.Event()
+    steps = [lock.acquire(), lock.acquire(False), lock.release(), lock.acquire(timeout=1), lock.release()]
+    steps += [rlock.acquire(), rlock.acquire(), rlock.release(), rlock.release()]
+    steps += [event.is_set(), event.wait(0.05), event.set(), event.is_set(), event.wait(1), event.clear()]
+    semaphore, bounded = manager.Semaphore(2), manager.BoundedSemaphore(1)
+    steps += [semaphore.acquire(), semaphore.acquire(), semaphore.acquire(False), semaphore.release()]
+    steps += [bounded.acquire(), bounded.acquire(False), bounded.release()]
+    condition = manager.Condition(manager.Lock())
+    with condition:
+        steps += [condition.notify_all(), condition.wait(0.05)]
+    steps += [manager.Barrier(1).wait(timeout=5)]
+    return steps
+
+
+def test_manager_synchronization_objects_and_the_parameter_server_with_a_lock():
+    pytest.importorskip("dask_faas.compat.multiprocessing.synchronize")
+    with Manager() as ours, std_mp.Manager() as theirs:
+        assert synchronization_scenario(ours) == synchronization_scenario(theirs)
+    with OurPSManager() as manager:
+        ps = manager.ParameterServer(10)
+        with dask.config.set({"faas.workers": 5}), Pool() as pool:
+            pool.starmap(train, [(ps, manager.Lock())] * 5)
+        assert ps.get_params().tolist() == [50.0] * 10
 
 
 def test_manager_lifecycle_errors_match_multiprocessing():
