@@ -1,0 +1,586 @@
+"""``multiprocessing``'s synchronisation primitives with their state in object storage.
+
+Lithops keeps them in Redis; here each one is a few objects under its own
+:class:`~dask_faas.compat.multiprocessing.state.Space`, so that the copies that travel to functions
+(as arguments, or as globals of a pickled ``__main__`` function) work on the same state:
+
+- :class:`Lock` / :class:`RLock`: the lock is held while its ``held`` object exists. Acquiring is
+  a create-if-absent of it (:meth:`~dask_faas.backends.storage.Storage.put_if` with
+  ``version=None``) naming the owner, releasing deletes it. The owner is one thread of one
+  process in one function invocation; an :class:`RLock`'s recursion levels are known to its owner
+  alone, so they are counted in the owner's process and cost no request.
+- :class:`Semaphore` / :class:`BoundedSemaphore`, :class:`Event` and :class:`Barrier`: one
+  :class:`~dask_faas.compat.multiprocessing.state.Register` each, changed by compare-and-swap.
+- :class:`Condition`: its lock plus one waiter object per waiting call; ``notify`` turns the
+  oldest waiting ones into "notified" by compare-and-swap, and a waiter that times out withdraws
+  its own the same way, so that a notification is never lost to a timeout nor counted twice.
+
+Object storage has no notifications: every wait polls (:func:`~.state.poll`), within its timeout.
+The errors are the standard library's: releasing an unheld lock raises ``ValueError``, releasing
+an :class:`RLock` one does not own or waiting on a :class:`Condition` without its lock
+``AssertionError``, a broken :class:`Barrier` :class:`threading.BrokenBarrierError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import operator
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .state import Register, Space, poll
+
+__all__ = [
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
+    "Condition",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "StorageLock",
+]
+
+BrokenBarrierError = threading.BrokenBarrierError
+T = TypeVar("T")
+
+_PROCESS_TOKEN = secrets.token_hex(6)
+#: Recursion levels of the RLocks held here: (held key, owner) -> levels. Only the owner thread
+#: changes its entry.
+_levels: dict[tuple[str, str], int] = {}
+
+
+def _owner() -> str:
+    """Who acquires: this thread of this process, in this function invocation (if in one)."""
+    from ... import worker
+
+    try:
+        invocation = worker.current().tag
+    except RuntimeError:
+        invocation = "client"
+    return f"{_PROCESS_TOKEN}.{os.getpid()}.{invocation}.{threading.get_ident()}"
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _rebuild(cls: type[T], space: Space, params: dict[str, Any]) -> T:
+    obj = cls.__new__(cls)
+    obj._attach(space, **params)  # type: ignore[attr-defined]
+    return obj
+
+
+class StorageLock(abc.ABC):
+    """What :class:`Lock` and :class:`RLock` share: a ``held`` object naming the owner.
+
+    :class:`Condition` and the synchronized values of :mod:`.sharedctypes` take either.
+    """
+
+    kind = "lock"
+
+    def __init__(self, *, space: Space | None = None) -> None:
+        self._attach(space if space is not None else Space(self.kind))
+
+    def _attach(self, space: Space) -> None:
+        self._space = space
+        self._held = Register(space, "held")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._space, {})
+
+    def _take(self, owner: str, block: bool, timeout: float | None) -> bool:
+        if not block:
+            return self._held.create(owner)
+        return poll(lambda: self._held.create(owner), timeout) is not None
+
+    @abc.abstractmethod
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire, waiting up to ``timeout`` seconds if ``block``; whether it was acquired."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Release."""
+
+    @abc.abstractmethod
+    def _is_mine(self) -> bool:
+        """Whether the calling thread holds the lock."""
+
+    @abc.abstractmethod
+    def _release_save(self) -> int:
+        """Release every level the calling thread holds; how many (for :meth:`_acquire_restore`)."""
+
+    @abc.abstractmethod
+    def _acquire_restore(self, levels: int) -> None:
+        """Acquire again the ``levels`` that :meth:`_release_save` released."""
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {self._space.prefix}>"
+
+
+class Lock(StorageLock):
+    """A non-recursive lock (``multiprocessing.Lock``); any process may release it.
+
+    Parameters
+    ----------
+    space : Space, optional
+        Where its state goes (default: a new space of its own in the default storage).
+    """
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire, waiting up to ``timeout`` seconds if ``block`` (for ever if ``None``); whether
+        it was acquired."""
+        return self._take(_owner(), block, timeout)
+
+    def release(self) -> None:
+        """Release (``ValueError`` if the lock is not held)."""
+        try:
+            self._held.read()
+        except FileNotFoundError:
+            raise ValueError(f"semaphore or lock released too many times: {self!r} is not held") from None
+        self._held.delete()
+
+    def _is_mine(self) -> bool:
+        try:
+            return bool(self._held.read() == _owner())
+        except FileNotFoundError:
+            return False
+
+    def _release_save(self) -> int:
+        self.release()
+        return 1
+
+    def _acquire_restore(self, levels: int) -> None:
+        self.acquire()
+
+
+class RLock(StorageLock):
+    """A recursive lock (``multiprocessing.RLock``): its owner may acquire it again, and only the
+    owner may release it.
+
+    Parameters
+    ----------
+    space : Space, optional
+        Where its state goes (default: a new space of its own in the default storage).
+    """
+
+    kind = "rlock"
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire (again, if this thread owns it), waiting up to ``timeout`` seconds if ``block``;
+        whether it was acquired."""
+        slot = (self._held.key, _owner())
+        if _levels.get(slot):
+            _levels[slot] += 1
+            return True
+        if not self._take(slot[1], block, timeout):
+            return False
+        _levels[slot] = 1
+        return True
+
+    def release(self) -> None:
+        """Release one level (``AssertionError`` if this thread does not own the lock)."""
+        slot = (self._held.key, _owner())
+        levels = _levels.get(slot, 0)
+        if levels == 0:
+            raise AssertionError(f"attempt to release recursive lock not owned by thread: {self!r}")
+        if levels > 1:
+            _levels[slot] = levels - 1
+            return
+        del _levels[slot]
+        self._held.delete()
+
+    def _is_mine(self) -> bool:
+        return _levels.get((self._held.key, _owner()), 0) > 0
+
+    def _release_save(self) -> int:
+        slot = (self._held.key, _owner())
+        levels = _levels.pop(slot)
+        self._held.delete()
+        return levels
+
+    def _acquire_restore(self, levels: int) -> None:
+        owner = _owner()
+        self._take(owner, True, None)
+        _levels[(self._held.key, owner)] = levels
+
+
+class Semaphore:
+    """A counting semaphore (``multiprocessing.Semaphore``).
+
+    Parameters
+    ----------
+    value : int
+        The initial count (``>= 0``).
+    space : Space, optional
+        Where its state goes (default: a new space of its own in the default storage).
+    """
+
+    kind = "semaphore"
+
+    def __init__(self, value: int = 1, *, space: Space | None = None) -> None:
+        value = operator.index(value)
+        if value < 0:
+            raise ValueError(f"semaphore initial value must be >= 0, not {value}")
+        self._attach(space if space is not None else Space(self.kind), bound=self._bound_for(value))
+        self._count.write(value)
+
+    def _bound_for(self, value: int) -> int | None:
+        return None
+
+    def _attach(self, space: Space, bound: int | None) -> None:
+        self._space, self._bound = space, bound
+        self._count = Register(space, "count")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._space, {"bound": self._bound})
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Decrement the count, waiting up to ``timeout`` seconds (if ``block``) while it is 0;
+        whether it was decremented."""
+
+        def take() -> bool:
+            return self._count.update(lambda n: (n - 1, True) if n > 0 else (n, False))
+
+        if not block:
+            return take()
+        return poll(take, timeout) is not None
+
+    def release(self) -> None:
+        """Increment the count (``ValueError`` past a :class:`BoundedSemaphore`'s initial value)."""
+        bound = self._bound
+
+        def give(n: int) -> tuple[int, bool]:
+            return (n, False) if bound is not None and n >= bound else (n + 1, True)
+
+        if not self._count.update(give):
+            raise ValueError(
+                f"semaphore or lock released too many times: {self!r} is at its initial value {bound}"
+            )
+
+    def get_value(self) -> int:
+        """The current count."""
+        return int(self._count.read())
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {self._space.prefix}>"
+
+
+class BoundedSemaphore(Semaphore):
+    """A semaphore whose count never exceeds its initial value (``multiprocessing.BoundedSemaphore``)."""
+
+    kind = "bsemaphore"
+
+    def _bound_for(self, value: int) -> int | None:
+        return value
+
+
+class Event:
+    """A flag that processes wait for (``multiprocessing.Event``).
+
+    Its register holds ``(flag, times set)``: a waiter returns ``True`` once it sees the flag set
+    or set again since it began, even if it was cleared before the waiter looked.
+
+    Parameters
+    ----------
+    space : Space, optional
+        Where its state goes (default: a new space of its own in the default storage).
+    """
+
+    kind = "event"
+
+    def __init__(self, *, space: Space | None = None) -> None:
+        self._attach(space if space is not None else Space(self.kind))
+        self._flag.write((False, 0))
+
+    def _attach(self, space: Space) -> None:
+        self._space = space
+        self._flag = Register(space, "flag")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._space, {})
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return bool(self._flag.read()[0])
+
+    def set(self) -> None:
+        """Set the flag: waiters return ``True``."""
+        self._flag.update(lambda s: (s, None) if s[0] else ((True, s[1] + 1), None))
+
+    def clear(self) -> None:
+        """Clear the flag."""
+        self._flag.update(lambda s: ((False, s[1]), None) if s[0] else (s, None))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (for ever if ``None``) for the flag; whether it was set."""
+        flag, sets = self._flag.read()
+        if flag:
+            return True
+
+        def seen() -> bool:
+            now = self._flag.read()
+            return bool(now[0] or now[1] != sets)
+
+        return poll(seen, timeout) is not None
+
+    def __repr__(self) -> str:
+        return f"<Event at {self._space.prefix}>"
+
+
+_WAITING, _NOTIFIED, _WITHDRAWN = "waiting", "notified", "withdrawn"
+
+
+class Condition:
+    """A condition variable (``multiprocessing.Condition``) over a storage lock.
+
+    Parameters
+    ----------
+    lock : Lock or RLock, optional
+        Its lock (default: a new :class:`RLock`, as in the standard library).
+    space : Space, optional
+        Where its waiters go (default: a new space of its own in the default storage).
+    """
+
+    kind = "condition"
+
+    def __init__(self, lock: StorageLock | None = None, *, space: Space | None = None) -> None:
+        if lock is None:
+            lock = RLock(space=space.child("rlock") if space is not None else None)
+        elif not isinstance(lock, StorageLock):
+            raise TypeError(
+                f"Condition needs a storage-backed Lock or RLock of {__name__}, not {lock!r}: "
+                "functions cannot share a process-local lock"
+            )
+        self._attach(space if space is not None else Space(self.kind), lock)
+
+    def _attach(self, space: Space, lock: StorageLock) -> None:
+        self._space, self._lock = space, lock
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._space, {"lock": self._lock})
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire the lock (see :meth:`Lock.acquire`)."""
+        return self._lock.acquire(block, timeout)
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait up to ``timeout`` seconds for a notification, re-acquire the lock;
+        whether it was notified (``AssertionError`` without the lock)."""
+        if not self._lock._is_mine():
+            raise AssertionError("must acquire() condition before using wait()")
+        waiter = Register(self._space, f"waiters/{time.time_ns():020d}-{secrets.token_hex(4)}")
+        waiter.write(_WAITING)  # before the release: a notifier holding the lock sees it
+        levels = self._lock._release_save()
+        try:
+            if poll(lambda: waiter.read() == _NOTIFIED, timeout) is not None:
+                return True
+            return waiter.update(lambda s: (_WITHDRAWN, False) if s == _WAITING else (s, True))
+        finally:
+            waiter.delete()
+            self._lock._acquire_restore(levels)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        """Wait until ``predicate()`` is true, up to ``timeout`` seconds; its last result."""
+        result = predicate()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not result:
+            left = _remaining(deadline)
+            if left == 0:
+                break
+            self.wait(left)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` of the waiters, the oldest first (``AssertionError`` without the lock)."""
+        if not self._lock._is_mine():
+            raise AssertionError("lock is not owned")
+        prefix = self._space.key("waiters/")
+        woken = 0
+        for key, _ in list(self._space.storage.list(prefix)):
+            if woken >= n:
+                break
+            waiter = Register(self._space, key[len(self._space.prefix) :])
+            try:
+                if waiter.update(lambda s: (_NOTIFIED, True) if s == _WAITING else (s, False)):
+                    woken += 1
+            except FileNotFoundError:  # it withdrew and left in between: not a waiter any more
+                continue
+
+    def notify_all(self) -> None:
+        """Wake all the waiters."""
+        self.notify(sys.maxsize)
+
+    def __repr__(self) -> str:
+        return f"<Condition({self._lock!r}) at {self._space.prefix}>"
+
+
+class Barrier:
+    """A barrier for ``parties`` processes (``multiprocessing.Barrier``), reusable generation after
+    generation.
+
+    Its register holds the generation being filled, how many have arrived in it, whether the
+    barrier is broken and the last generation that passed.
+
+    Parameters
+    ----------
+    parties : int
+        How many :meth:`wait` calls a generation needs (``>= 1``).
+    action : callable, optional
+        Called by the last arrival of each generation before the others go on; if it raises, the
+        barrier breaks.
+    timeout : float, optional
+        The default timeout of :meth:`wait`.
+    space : Space, optional
+        Where its state goes (default: a new space of its own in the default storage).
+    """
+
+    kind = "barrier"
+
+    def __init__(
+        self,
+        parties: int,
+        action: Callable[[], object] | None = None,
+        timeout: float | None = None,
+        *,
+        space: Space | None = None,
+    ) -> None:
+        parties = operator.index(parties)
+        if parties < 1:
+            raise ValueError(f"a barrier needs at least 1 party, not {parties}")
+        params = {"parties": parties, "action": action, "timeout": timeout}
+        self._attach(space if space is not None else Space(self.kind), **params)
+        self._state.write({"gen": 0, "count": 0, "broken": False, "passed": -1})
+
+    def _attach(
+        self, space: Space, parties: int, action: Callable[[], object] | None, timeout: float | None
+    ) -> None:
+        self._space, self._parties, self._action, self._timeout = space, parties, action, timeout
+        self._state = Register(space, "state")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        params = {"parties": self._parties, "action": self._action, "timeout": self._timeout}
+        return _rebuild, (type(self), self._space, params)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until ``parties`` calls have arrived; this call's arrival index, ``0`` to
+        ``parties - 1``.
+
+        Raises
+        ------
+        threading.BrokenBarrierError
+            If the barrier is or becomes broken (:meth:`abort`, a timeout, a failed action) or is
+            reset while this call waits.
+        """
+        timeout = self._timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parties = self._parties
+
+        def enter(s: dict[str, Any]) -> tuple[dict[str, Any], tuple[Any, ...]]:
+            if s["broken"]:
+                return s, ("broken",)
+            if s["count"] >= parties:  # the last arrival is running the action
+                return s, ()
+            return {**s, "count": s["count"] + 1}, ("in", s["gen"], s["count"])
+
+        entered = poll(lambda: self._state.update(enter), _remaining(deadline))
+        if entered is None:
+            self.abort()
+            raise BrokenBarrierError
+        if entered[0] == "broken":
+            raise BrokenBarrierError
+        _, gen, index = entered
+        if index == parties - 1:
+            return self._release(gen, index)
+
+        def settled() -> dict[str, Any] | None:
+            s = self._state.read()
+            return s if s["passed"] >= gen or s["broken"] or s["gen"] != gen else None
+
+        state = poll(settled, _remaining(deadline))
+        if state is None:  # timed out: break this generation, unless it passed meanwhile
+
+            def breaking(s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                if s["gen"] != gen or s["broken"]:
+                    return s, s
+                broken = {**s, "broken": True}
+                return broken, broken
+
+            state = self._state.update(breaking)
+        if state["passed"] >= gen:
+            return index
+        raise BrokenBarrierError
+
+    def _release(self, gen: int, index: int) -> int:
+        try:
+            if self._action is not None:
+                self._action()
+        except BaseException:
+            self._state.update(lambda s: ({**s, "broken": True}, None) if s["gen"] == gen else (s, None))
+            raise
+
+        def passing(s: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+            if s["gen"] != gen or s["broken"]:  # aborted or reset during the action
+                return s, False
+            return {"gen": gen + 1, "count": 0, "broken": False, "passed": gen}, True
+
+        if not self._state.update(passing):
+            raise BrokenBarrierError
+        return index
+
+    def reset(self) -> None:
+        """Return the barrier to empty and unbroken; the calls waiting raise ``BrokenBarrierError``."""
+        self._state.update(lambda s: ({**s, "gen": s["gen"] + 1, "count": 0, "broken": False}, None))
+
+    def abort(self) -> None:
+        """Break the barrier: the calls waiting, and those to come until :meth:`reset`, raise
+        ``BrokenBarrierError``."""
+        self._state.update(lambda s: (s, None) if s["broken"] else ({**s, "broken": True}, None))
+
+    @property
+    def parties(self) -> int:
+        """How many calls a generation needs."""
+        return self._parties
+
+    @property
+    def n_waiting(self) -> int:
+        """How many calls wait in the generation being filled (0 while broken)."""
+        state = self._state.read()
+        return 0 if state["broken"] or state["count"] >= self._parties else int(state["count"])
+
+    @property
+    def broken(self) -> bool:
+        """Whether the barrier is broken."""
+        return bool(self._state.read()["broken"])
+
+    def __repr__(self) -> str:
+        return f"<Barrier of {self._parties} at {self._space.prefix}>"
