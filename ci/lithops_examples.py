@@ -4,12 +4,16 @@ A developer tool, not run by CI::
 
     git --git-dir=/work/.mirror/lithops-cloud+lithops/repo archive HEAD examples | tar -x -C /tmp/lx
     .venv/bin/python ci/lithops_examples.py /tmp/lx/examples [--only map,storage_os] [--timeout 120]
+    .venv/bin/python ci/lithops_examples.py /tmp/lx/examples/multiprocessing --oracle stdlib
 
 Each program runs twice in fresh processes, each in its own temporary working directory, unchanged:
 
 - ``lithops``: real Lithops (the installed wheel), ``LITHOPS_CONFIG_FILE`` naming a temporary yaml
   with the localhost backend and storage, this interpreter as runtime (PyWren-IBM programs: not
-  applicable, Lithops 3 has no ``pywren_ibm_cloud``);
+  applicable, Lithops 3 has no ``pywren_ibm_cloud``); with ``--oracle stdlib``, Lithops with
+  ``lithops.multiprocessing`` routed to Python's own ``multiprocessing`` instead (Lithops keeps
+  its multiprocessing's shared state in Redis, which is not here; the stdlib is the semantics it
+  copies);
 - ``facade``: ``lithops`` and ``pywren_ibm_cloud`` routed to ``dask_faas.compat`` by a
   ``sitecustomize`` on ``PYTHONPATH`` (an import alias, the program is not edited), on the embedded
   default with a fresh local storage root (buckets are directories below it).
@@ -71,6 +75,40 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 sys.meta_path.insert(0, _Alias())
 '''
 
+STDLIB_SHIM = '''\
+"""Route ``lithops.multiprocessing`` (and its submodules) to Python's ``multiprocessing``."""
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+
+PREFIX = "lithops.multiprocessing"
+#: What the stdlib lacks: Lithops' knobs (setting them changes nothing there).
+OWN = {"lithops.multiprocessing.config": "dask_faas.compat.multiprocessing.config"}
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name != PREFIX and not name.startswith(PREFIX + "."):
+            return None
+        return importlib.machinery.ModuleSpec(name, self, is_package=True)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        target = OWN.get(module.__name__, "multiprocessing" + module.__name__[len(PREFIX) :])
+        found = importlib.import_module(target)
+        if module.__name__ == PREFIX:  # the stdlib's names, and Lithops' config beside them
+            module.__dict__.update({k: v for k, v in vars(found).items() if not k.startswith("__")})
+            module.config = importlib.import_module(OWN[PREFIX + ".config"])
+            found = module
+        sys.modules[module.__name__] = found
+
+
+sys.meta_path.insert(0, _Alias())
+'''
+
 NORMALISE = [
     (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
     (re.compile(r"\b[0-9a-f]{6,}(-[0-9a-f]{2,})*\b"), "<id>"),
@@ -99,8 +137,12 @@ def normalise(text: str) -> list[str]:
     return sorted(lines)
 
 
-def run(program: Path, env: dict[str, str], timeout: float) -> tuple[bool, str, str]:
-    """Run ``program`` in a copy of its folder; ``(ok, stdout, last error line)``."""
+def run(program: Path, env: dict[str, str], timeout: float, merge: bool = False) -> tuple[bool, str, str]:
+    """Run ``program`` in a copy of its folder; ``(ok, stdout, last error line)``.
+
+    ``merge``: stderr joins stdout (the stdlib's child processes print to the terminal, where the
+    local pool's function processes print to stderr: their stdout carries the calls' frames).
+    """
     with tempfile.TemporaryDirectory(prefix="lx-run-") as work:
         shutil.copytree(program.parent, work, dirs_exist_ok=True)
         try:
@@ -108,14 +150,15 @@ def run(program: Path, env: dict[str, str], timeout: float) -> tuple[bool, str, 
                 [sys.executable, program.name],
                 cwd=work,
                 env=env,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge else subprocess.PIPE,
                 text=True,
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
             return False, "", f"timed out after {timeout:g} s"
         if out.returncode != 0:
-            errors = [line for line in out.stderr.splitlines() if line.strip()]
+            errors = [line for line in (out.stdout if merge else out.stderr).splitlines() if line.strip()]
             return False, out.stdout, errors[-1] if errors else f"exit status {out.returncode}"
         return True, out.stdout, ""
 
@@ -125,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("examples", type=Path, help="a folder of Lithops' or PyWren-IBM's example programs")
     parser.add_argument("--only", default="", help="comma-separated program names (without .py)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per program and side")
+    parser.add_argument(
+        "--oracle",
+        choices=("lithops", "stdlib"),
+        default="lithops",
+        help="what the facade's output is compared with: Lithops' localhost backend, or Lithops with "
+        "lithops.multiprocessing routed to Python's multiprocessing",
+    )
     args = parser.parse_args(argv)
     only = {name for name in args.only.split(",") if name}
     programs = sorted(p for p in args.examples.glob("*.py") if not only or p.stem in only)
@@ -133,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         shim = Path(tmp, "shim")
         shim.mkdir()
         (shim / "sitecustomize.py").write_text(SHIM)
+        stdlib_shim = Path(tmp, "stdlib-shim")
+        stdlib_shim.mkdir()
+        (stdlib_shim / "sitecustomize.py").write_text(STDLIB_SHIM)
         config = Path(tmp, "lithops.yaml")
         runtime = f"localhost:\n  runtime: {sys.executable}\n"  # the default 'python3' may lack lithops
         config.write_text(f"lithops:\n  backend: localhost\n  storage: localhost\n{runtime}")
@@ -150,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 "PYTHONPATH": str(shim),
                 "DASK_FAAS__LOCAL_STORAGE__ROOT": str(root),
             }
-            f_ok, f_out, f_err = run(program, facade_env, args.timeout)
+            merge = args.oracle == "stdlib"
+            f_ok, f_out, f_err = run(program, facade_env, args.timeout, merge)
             left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
             leftover = (
                 f" (left in storage: {', '.join(left[:3])}{' ...' if len(left) > 3 else ''})" if left else ""
@@ -161,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{program.stem:28} {note}; lithops: n/a (no pywren_ibm_cloud in Lithops 3){leftover}")
                 counts[state] += 1
                 continue
-            l_ok, l_out, l_err = run(program, {**base, "LITHOPS_CONFIG_FILE": str(config)}, args.timeout)
+            oracle_env = {**base, "LITHOPS_CONFIG_FILE": str(config)}
+            if args.oracle == "stdlib":
+                oracle_env["PYTHONPATH"] = str(stdlib_shim)
+            l_ok, l_out, l_err = run(program, oracle_env, args.timeout, merge)
             if not f_ok or not l_ok:
                 sides = [f"facade fails: {f_err}" if not f_ok else "facade ok"]
-                sides.append(f"lithops fails: {l_err}" if not l_ok else "lithops ok")
+                sides.append(f"{args.oracle} fails: {l_err}" if not l_ok else f"{args.oracle} ok")
                 counts["fails"] += 1
                 print(f"{program.stem:28} fails ({'; '.join(sides)}){leftover}")
                 continue
@@ -175,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 counts["differs"] += 1
                 diff = [
-                    d for d in difflib.unified_diff(expected, got, "lithops", "facade", n=0, lineterm="")
+                    d for d in difflib.unified_diff(expected, got, args.oracle, "facade", n=0, lineterm="")
                 ][2:]
                 print(f"{program.stem:28} differs{leftover}: {' | '.join(diff[:6])[:300]}")
     print(", ".join(f"{n} {k}" for k, n in counts.items()))
