@@ -306,9 +306,28 @@ def test_bad_arguments_are_named():
         Lock().release()
 
 
-def test_a_memory_storage_refuses_clearly():
-    with dask.config.set({"faas.storage": "memory"}), pytest.raises(NotImplementedError, match="memory"):
-        Lock()
+MAKERS = [
+    Lock,
+    synchronize.RLock,
+    Semaphore,
+    synchronize.Event,
+    Condition,
+    lambda: synchronize.Barrier(2),
+    lambda: RawValue("i"),
+    lambda: Value("i"),
+    lambda: sharedctypes.Array("c", 3),
+]
+
+
+@pytest.mark.parametrize("make", MAKERS)
+def test_a_memory_storage_refuses_clearly(make):
+    with (
+        dask.config.set({"faas.storage": "memory"}),
+        pytest.raises(
+            NotImplementedError, match=r"memory storage .* functions in other processes cannot reach it"
+        ),
+    ):
+        make()
 
 
 def test_state_lives_under_its_space_and_goes_with_the_object(storage_root):
@@ -431,6 +450,22 @@ def test_a_barrier_of_two_functions_is_reusable():
         for _ in range(2):
             assert sorted(pool.starmap(meet, [(barrier, 0), (barrier, 0.2)])) == [0, 1]
     assert (barrier.n_waiting, barrier.broken) == (0, False)
+
+
+def try_others_rlock(rlock):
+    return [rlock.acquire(False), raised(rlock.release), rlock.acquire(True, 0.05)]
+
+
+def test_an_rlock_held_by_the_client_is_not_a_functions_to_take_or_release():
+    ours, theirs = synchronize.RLock(), std_mp.RLock()
+    assert ours.acquire() and ours.acquire() and theirs.acquire() and theirs.acquire()
+    with Pool() as pool:
+        assert pool.apply(try_others_rlock, (ours,)) == in_thread(lambda: try_others_rlock(theirs))
+    for lock in (ours, theirs):
+        lock.release()
+        lock.release()
+    with Pool() as pool:
+        assert pool.apply(try_others_rlock, (ours,)) == in_thread(lambda: try_others_rlock(theirs))
 
 
 # -- Lithops' example programs (examples/multiprocessing), on both ---------------------------------

@@ -4,21 +4,25 @@ Lithops keeps them in Redis; here each one is a few objects under its own
 :class:`~dask_faas.compat.multiprocessing.state.Space`, so that the copies that travel to functions
 (as arguments, or as globals of a pickled ``__main__`` function) work on the same state:
 
-- :class:`Lock` / :class:`RLock`: the lock is held while its ``held`` object exists. Acquiring is
-  a create-if-absent of it (:meth:`~dask_faas.backends.storage.Storage.put_if` with
-  ``version=None``) naming the owner, releasing deletes it. The owner is one thread of one
-  process in one function invocation; an :class:`RLock`'s recursion levels are known to its owner
-  alone, so they are counted in the owner's process and cost no request.
+- :class:`Lock` / :class:`RLock`: a ``held`` object names the owner, one thread of one process in
+  one function invocation. An :class:`RLock` is held while the object exists: acquiring creates it
+  if absent (:meth:`~dask_faas.backends.storage.Storage.put_if` with ``version=None``), the owner's
+  last release deletes it, and its recursion levels, known to the owner alone, are counted in the
+  owner's process at no request. Any process may release a :class:`Lock`, so after its first
+  acquisition (a create-if-absent) it changes by compare-and-swap between an owner and ``None``.
 - :class:`Semaphore` / :class:`BoundedSemaphore`, :class:`Event` and :class:`Barrier`: one
   :class:`~dask_faas.compat.multiprocessing.state.Register` each, changed by compare-and-swap.
 - :class:`Condition`: its lock plus one waiter object per waiting call; ``notify`` turns the
   oldest waiting ones into "notified" by compare-and-swap, and a waiter that times out withdraws
   its own the same way, so that a notification is never lost to a timeout nor counted twice.
 
-Object storage has no notifications: every wait polls (:func:`~.state.poll`), within its timeout.
-The errors are the standard library's: releasing an unheld lock raises ``ValueError``, releasing
-an :class:`RLock` one does not own or waiting on a :class:`Condition` without its lock
-``AssertionError``, a broken :class:`Barrier` :class:`threading.BrokenBarrierError`.
+Object storage has no notifications: every wait polls (:func:`~.state.poll`), within its timeout,
+and no waiter is served before another (as with the standard library's semaphores). What differs:
+a lock whose holder dies stays held until its space is deleted (as a ``multiprocessing.Lock``
+whose holder is killed stays held), and the "oldest" waiters of a :class:`Condition` are ordered by
+their own clocks. The errors are the standard library's: releasing an unheld lock raises
+``ValueError``, releasing an :class:`RLock` one does not own or waiting on a :class:`Condition`
+without its lock ``AssertionError``, a broken :class:`Barrier` :class:`threading.BrokenBarrierError`.
 """
 
 from __future__ import annotations
@@ -97,8 +101,12 @@ class StorageLock(abc.ABC):
 
     def _take(self, owner: str, block: bool, timeout: float | None) -> bool:
         if not block:
-            return self._held.create(owner)
-        return poll(lambda: self._held.create(owner), timeout) is not None
+            return self._try(owner)
+        return poll(lambda: self._try(owner), timeout) is not None
+
+    @abc.abstractmethod
+    def _try(self, owner: str) -> bool:
+        """Take the lock for ``owner`` if it is free (one look); whether it was taken."""
 
     @abc.abstractmethod
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -139,18 +147,29 @@ class Lock(StorageLock):
         Where its state goes (default: a new space of its own in the default storage).
     """
 
+    def _try(self, owner: str) -> bool:
+        try:  # held or free (None) since its first acquisition: one read while it is held
+            return self._held.update(lambda held: (owner, True) if held is None else (held, False))
+        except FileNotFoundError:  # never acquired yet
+            return self._held.create(owner)
+
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire, waiting up to ``timeout`` seconds if ``block`` (for ever if ``None``); whether
         it was acquired."""
         return self._take(_owner(), block, timeout)
 
     def release(self) -> None:
-        """Release (``ValueError`` if the lock is not held)."""
+        """Release (``ValueError`` if the lock is not held).
+
+        A compare-and-swap to free, not a delete: of two processes releasing one acquisition at
+        once, one raises, and neither frees an acquisition made after it looked.
+        """
         try:
-            self._held.read()
+            released = self._held.update(lambda held: (None, True) if held is not None else (held, False))
         except FileNotFoundError:
-            raise ValueError(f"semaphore or lock released too many times: {self!r} is not held") from None
-        self._held.delete()
+            released = False
+        if not released:
+            raise ValueError(f"semaphore or lock released too many times: {self!r} is not held")
 
     def _is_mine(self) -> bool:
         try:
@@ -177,6 +196,9 @@ class RLock(StorageLock):
     """
 
     kind = "rlock"
+
+    def _try(self, owner: str) -> bool:
+        return self._held.create(owner)
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire (again, if this thread owns it), waiting up to ``timeout`` seconds if ``block``;
