@@ -6,6 +6,7 @@ local storage) and on a moto S3 bucket."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import multiprocessing as std_mp
 import subprocess
@@ -444,11 +445,17 @@ def meet(barrier, delay):
     return barrier.wait(WAIT_S)
 
 
-def test_a_barrier_of_two_functions_is_reusable():
-    barrier = synchronize.Barrier(2)
+def bump(value):
+    value.value += 1
+
+
+def test_a_barrier_of_two_functions_is_reusable_and_runs_its_action_once_a_generation():
+    passed = RawValue("i", 0)
+    barrier = synchronize.Barrier(2, action=functools.partial(bump, passed))
     with Pool() as pool:
-        for _ in range(2):
+        for generation in range(1, 3):
             assert sorted(pool.starmap(meet, [(barrier, 0), (barrier, 0.2)])) == [0, 1]
+            assert passed.value == generation
     assert (barrier.n_waiting, barrier.broken) == (0, False)
 
 
