@@ -146,7 +146,7 @@ def condition_scenario(m):
     def waiter():
         with cond:
             waiting.append(1)
-            results.append(cond.wait(1.0))
+            results.append(cond.wait(3.0))  # long enough for the notify to come first
 
     threads = [threading.Thread(target=waiter) for _ in range(3)]
     for thread in threads:
