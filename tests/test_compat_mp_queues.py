@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as std_mp
 import queue
+import threading
 import time
 from multiprocessing import resource_tracker
 from multiprocessing.managers import SyncManager as StdSyncManager
@@ -89,8 +90,23 @@ def simple_scenario(q):
     return steps
 
 
+def blocked_put_scenario(q):
+    """A put into a full queue waits until a get makes room, then goes through."""
+    q.put("first")
+    putter = threading.Thread(target=q.put, args=("second",), kwargs={"timeout": 60})
+    putter.start()
+    got = [q.get(timeout=60), q.get(timeout=60)]
+    putter.join(60)
+    return got, putter.is_alive()
+
+
 def test_queue_semantics_match_multiprocessing():
     assert queue_scenario(Queue(2)) == queue_scenario(std_mp.Queue(2))
+    assert (
+        blocked_put_scenario(Queue(1))
+        == blocked_put_scenario(std_mp.Queue(1))
+        == (["first", "second"], False)
+    )
     assert joinable_scenario(JoinableQueue()) == joinable_scenario(std_mp.JoinableQueue())
     assert simple_scenario(SimpleQueue()) == simple_scenario(std_mp.SimpleQueue())
     assert Queue.Empty is queue.Empty and Queue.Full is queue.Full
