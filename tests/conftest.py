@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,16 @@ def _is_test_server(pid: str) -> bool:
     return b"moto.server" in cmdline or b"dask_faas.testing." in cmdline
 
 
+@pytest.fixture(autouse=True, scope="session")
+def std_resource_tracker() -> None:
+    """The standard library's resource tracker, started before any test looks for the processes it
+    leaves: the tests that run stdlib ``multiprocessing`` as an oracle start it, and it lives on
+    with the test process, like the test servers."""
+    resource_tracker.ensure_running()
+
+
 @pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
+def no_leftover_processes(std_resource_tracker: None) -> Iterator[None]:
     """Fail a test that leaves a process of its own running (after a short grace period)."""
     before = child_pids()
     yield

@@ -9,7 +9,6 @@ import multiprocessing as std_mp
 import queue
 import threading
 import time
-from multiprocessing import resource_tracker
 from multiprocessing.managers import SyncManager as StdSyncManager
 from pathlib import Path
 
@@ -30,13 +29,6 @@ SPAWN = std_mp.get_context("spawn")
 
 def shared_files(root: Path) -> list[Path]:
     return [p for p in (root / ROOT).rglob("*") if p.is_file()]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def std_resource_tracker():
-    """Start stdlib's resource tracker (spawned queues' semaphores need it) before the tests look
-    for processes they leave: it lives on with the test process."""
-    resource_tracker.ensure_running()
 
 
 @pytest.fixture(autouse=True)

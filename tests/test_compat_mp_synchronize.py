@@ -51,11 +51,7 @@ def faas_defaults(storage_root):
 
 @pytest.fixture(scope="module")
 def std_ctx():
-    """The standard library's spawn context, its resource tracker running before the tests start
-    (it lives on, like the test servers)."""
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
+    """The standard library's spawn context (its resource tracker is started by conftest)."""
     return std_mp.get_context("spawn")
 
 

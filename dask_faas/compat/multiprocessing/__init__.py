@@ -1,4 +1,4 @@
-"""``lithops.multiprocessing`` on dask-faas: ``multiprocessing``'s Pool and Process over functions.
+"""``lithops.multiprocessing`` on dask-faas: ``multiprocessing``'s API over functions and object storage.
 
 ::
 
@@ -6,17 +6,17 @@
 
     with mp.Pool() as pool:
         pool.map(square, range(10))          # each chunk one invocation
-    p = mp.Process(target=f, args=(1,)); p.start(); p.join()
+    p = mp.Process(target=f, args=(q,)); p.start(); p.join()
 
 Provided: :class:`Pool` (``pool``), :class:`Process`, ``current_process``, ``active_children``,
-``cpu_count``, the start-method functions (``context``), :mod:`config` (Lithops' knobs) and
-:mod:`util`'s remote logs through object storage. The shared-state primitives (queues, pipes,
-locks, values, managers: ``unsupported.NAMES``) raise ``NotImplementedError``: Lithops keeps them
-in Redis, dask-faas keeps object storage as the only shared state.
-
-Modules: ``pool``, ``process``, ``context``, ``config``, ``util``, ``unsupported``, ``managers``
-(whose managers raise too); ``_tasks`` is
-what runs inside the functions.
+``cpu_count``, the start-method functions (``context``), :mod:`config` (Lithops' knobs),
+:mod:`util`'s remote logs, and the shared state Lithops keeps in Redis, kept here in the job's
+object storage (:mod:`state`, on the storage's conditional writes): ``Queue``, ``SimpleQueue``,
+``JoinableQueue`` (``queues``), ``Pipe`` (``connection``), ``Lock``, ``RLock``, ``Semaphore``,
+``BoundedSemaphore``, ``Event``, ``Condition``, ``Barrier`` (``synchronize``), ``Value``,
+``Array``, ``RawValue``, ``RawArray`` (``sharedctypes``) and ``Manager`` (``managers``). They
+pickle into functions (as arguments, or as module globals of the program) and act on the same
+objects there; waiting on them polls the storage. ``_tasks`` is what runs inside the functions.
 """
 
 from __future__ import annotations
@@ -24,45 +24,71 @@ from __future__ import annotations
 from multiprocessing import AuthenticationError, BufferTooShort, ProcessError
 
 from . import config, util
-from .context import get_all_start_methods, get_context, get_start_method, set_start_method
+from .connection import Pipe
+from .context import (
+    FaasContext,
+    allow_connection_pickling,
+    freeze_support,
+    get_all_start_methods,
+    get_context,
+    get_logger,
+    get_start_method,
+    log_to_stderr,
+    reducer,
+    set_executable,
+    set_forkserver_preload,
+    set_start_method,
+)
+from .managers import Manager
 from .pool import AsyncResult, Pool, TimeoutError
-from .process import Process, active_children, cpu_count, current_process
-from .unsupported import NAMES as _UNSUPPORTED
-from .unsupported import unsupported
+from .process import Process, active_children, cpu_count, current_process, parent_process
+from .queues import JoinableQueue, Queue, SimpleQueue
+from .sharedctypes import Array, RawArray, RawValue, Value
+from .synchronize import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
 
-Queue = unsupported("Queue")
-SimpleQueue = unsupported("SimpleQueue")
-JoinableQueue = unsupported("JoinableQueue")
-Pipe = unsupported("Pipe")
-Lock = unsupported("Lock")
-RLock = unsupported("RLock")
-Semaphore = unsupported("Semaphore")
-BoundedSemaphore = unsupported("BoundedSemaphore")
-Event = unsupported("Event")
-Condition = unsupported("Condition")
-Barrier = unsupported("Barrier")
-Value = unsupported("Value")
-Array = unsupported("Array")
-RawValue = unsupported("RawValue")
-RawArray = unsupported("RawArray")
-Manager = unsupported("Manager")
+#: Lithops' name of the context class.
+DefaultContext = FaasContext
 
 __all__ = [
+    "Array",
     "AsyncResult",
     "AuthenticationError",
+    "Barrier",
+    "BoundedSemaphore",
     "BufferTooShort",
+    "Condition",
+    "DefaultContext",
+    "Event",
+    "JoinableQueue",
+    "Lock",
+    "Manager",
+    "Pipe",
     "Pool",
     "Process",
     "ProcessError",
+    "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
+    "Semaphore",
+    "SimpleQueue",
     "TimeoutError",
+    "Value",
     "active_children",
+    "allow_connection_pickling",
     "config",
     "cpu_count",
     "current_process",
+    "freeze_support",
     "get_all_start_methods",
     "get_context",
+    "get_logger",
     "get_start_method",
+    "log_to_stderr",
+    "parent_process",
+    "reducer",
+    "set_executable",
+    "set_forkserver_preload",
     "set_start_method",
     "util",
-    *_UNSUPPORTED,
 ]

@@ -1,12 +1,55 @@
-"""Start methods and contexts (``multiprocessing``'s API: every process runs in a function)."""
+"""Start methods and contexts (``multiprocessing``'s API: every process runs in a function), and
+the module-level helpers of ``multiprocessing`` that functions have nothing to do for."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 #: The one start method: each process is a FaaS invocation (``"cloud"`` as in Lithops).
 START_METHODS = ["cloud"]
 _method: str | None = None
+
+
+#: ``multiprocessing.reducer``: the reduction module of the default context. Nothing here reduces
+#: objects that way (arguments travel cloudpickled), so it is None, as in Lithops.
+reducer = None
+_LOGGER = "dask_faas.compat.multiprocessing"
+_stderr_handler: logging.Handler | None = None
+
+
+def freeze_support() -> None:
+    """Nothing to do: no function re-runs the program's main module (as Lithops)."""
+
+
+def allow_connection_pickling() -> None:
+    """Nothing to do: connections pickle to begin with."""
+
+
+def set_executable(executable: str) -> None:
+    """Nothing to do: a function's interpreter is its runtime's, not one of the client."""
+
+
+def set_forkserver_preload(module_names: list[str]) -> None:
+    """Nothing to do: there is no fork server."""
+
+
+def get_logger() -> logging.Logger:
+    """The logger of this package (``multiprocessing.get_logger()``)."""
+    return logging.getLogger(_LOGGER)
+
+
+def log_to_stderr(level: int | str | None = None) -> logging.Logger:
+    """Send this package's log to stderr (once, however often it is called) and return the logger."""
+    global _stderr_handler
+    logger = get_logger()
+    if _stderr_handler is None:
+        _stderr_handler = logging.StreamHandler()
+        _stderr_handler.setFormatter(logging.Formatter("[%(levelname)s/%(processName)s] %(message)s"))
+        logger.addHandler(_stderr_handler)
+    if level is not None:
+        logger.setLevel(level)
+    return logger
 
 
 class FaasContext:

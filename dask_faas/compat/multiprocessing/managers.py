@@ -26,16 +26,23 @@ from __future__ import annotations
 import array
 import builtins
 import enum
-import importlib
-import pickle
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import ProcessError
 from typing import Any, ClassVar
 
-import cloudpickle
-
+from .proxies import (
+    ArrayProxy,
+    BaseProxy,
+    DictProxy,
+    ListProxy,
+    NamespaceProxy,
+    ObjectProxy,
+    ValueProxy,
+    public_methods,
+)
+from .queues import JoinableQueue, Queue
 from .state import Register, Space
-from .unsupported import message
+from .synchronize import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
 
 __all__ = [
     "ArrayProxy",
@@ -49,309 +56,6 @@ __all__ = [
     "SyncManager",
     "ValueProxy",
 ]
-
-
-# -- proxies -----------------------------------------------------------------------------------
-
-
-class BaseProxy:
-    """A proxy of a value kept in a :class:`~.state.Register` (made by a manager, not directly).
-
-    Parameters
-    ----------
-    register : Register
-        Where the value is.
-    typeid : str
-        What the manager made (``"dict"``, a registered name).
-    """
-
-    def __init__(self, register: Register, typeid: str) -> None:
-        object.__setattr__(self, "_register", register)
-        object.__setattr__(self, "_typeid", typeid)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self._register, self._typeid)
-
-    def _value(self) -> Any:
-        return self._register.read()
-
-    def _change(self, copy: Callable[[Any], Any], method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on a copy of the value and write the copy back, atomically."""
-
-        def change(value: Any) -> tuple[Any, Any]:
-            new = copy(value)
-            return new, getattr(new, method)(*args, **kwargs)
-
-        return self._register.update(change)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} object, typeid {self._typeid!r} at {self._register.key}>"
-
-    def __str__(self) -> str:
-        return repr(self._value())
-
-
-class DictProxy(BaseProxy):
-    """A shared ``dict`` (``multiprocessing.managers.DictProxy``'s methods)."""
-
-    def _mutate(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._change(builtins.dict, method, *args, **kwargs)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._value()[key]
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._mutate("__setitem__", key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._mutate("__delitem__", key)
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self._value()
-
-    def __len__(self) -> int:
-        return len(self._value())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(builtins.list(self._value()))
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        """``d.get(key, default)``."""
-        return self._value().get(key, default)
-
-    def keys(self) -> list[Any]:
-        """The keys (a list, as ``multiprocessing``'s proxy returns)."""
-        return builtins.list(self._value().keys())
-
-    def values(self) -> list[Any]:
-        """The values (a list)."""
-        return builtins.list(self._value().values())
-
-    def items(self) -> list[tuple[Any, Any]]:
-        """The ``(key, value)`` pairs (a list)."""
-        return builtins.list(self._value().items())
-
-    def copy(self) -> dict[Any, Any]:
-        """A plain ``dict`` copy."""
-        return self._value()
-
-    def clear(self) -> None:
-        """Remove every item."""
-        self._register.update(lambda value: ({}, None))
-
-    def pop(self, *args: Any) -> Any:
-        """``d.pop(key[, default])``."""
-        return self._mutate("pop", *args)
-
-    def popitem(self) -> tuple[Any, Any]:
-        """Remove and return the last inserted ``(key, value)``."""
-        return self._mutate("popitem")
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        """``d.setdefault(key, default)``."""
-        return self._mutate("setdefault", key, default)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """``d.update(other, **kwargs)``."""
-        self._mutate("update", *args, **kwargs)
-
-
-class ListProxy(BaseProxy):
-    """A shared ``list`` (``multiprocessing.managers.ListProxy``'s methods)."""
-
-    def _mutate(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._change(builtins.list, method, *args, **kwargs)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._value()[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self._mutate("__setitem__", index, value)
-
-    def __delitem__(self, index: Any) -> None:
-        self._mutate("__delitem__", index)
-
-    def __contains__(self, value: Any) -> bool:
-        return value in self._value()
-
-    def __len__(self) -> int:
-        return len(self._value())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._value())
-
-    def __reversed__(self) -> Iterator[Any]:
-        return reversed(self._value())
-
-    def __add__(self, other: Any) -> list[Any]:
-        return self._value() + other
-
-    def __mul__(self, times: int) -> list[Any]:
-        return self._value() * times
-
-    __rmul__ = __mul__
-
-    def __iadd__(self, other: Iterable[Any]) -> ListProxy:
-        self._mutate("extend", builtins.list(other))
-        return self
-
-    def __imul__(self, times: int) -> ListProxy:
-        self._mutate("__imul__", times)
-        return self
-
-    def append(self, value: Any) -> None:
-        """Add ``value`` at the end."""
-        self._mutate("append", value)
-
-    def extend(self, values: Iterable[Any]) -> None:
-        """Add ``values`` at the end."""
-        self._mutate("extend", builtins.list(values))
-
-    def insert(self, index: int, value: Any) -> None:
-        """Insert ``value`` before ``index``."""
-        self._mutate("insert", index, value)
-
-    def remove(self, value: Any) -> None:
-        """Remove the first ``value`` (``ValueError`` if there is none)."""
-        self._mutate("remove", value)
-
-    def pop(self, *args: Any) -> Any:
-        """``l.pop([index])``."""
-        return self._mutate("pop", *args)
-
-    def reverse(self) -> None:
-        """Reverse in place."""
-        self._mutate("reverse")
-
-    def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
-        """Sort in place."""
-        self._mutate("sort", key=key, reverse=reverse)
-
-    def index(self, *args: Any) -> int:
-        """``l.index(value[, start[, stop]])``."""
-        return self._value().index(*args)
-
-    def count(self, value: Any) -> int:
-        """How many items equal ``value``."""
-        return self._value().count(value)
-
-
-class NamespaceProxy(BaseProxy):
-    """A shared ``Namespace``: attributes set, read and deleted in storage."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._value()[name]
-        except KeyError:
-            raise AttributeError(f"'Namespace' object has no attribute '{name}'") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_"):
-            object.__setattr__(self, name, value)
-        else:
-            self._change(builtins.dict, "__setitem__", name, value)
-
-    def __delattr__(self, name: str) -> None:
-        if name.startswith("_"):
-            object.__delattr__(self, name)
-            return
-        try:
-            self._change(builtins.dict, "__delitem__", name)
-        except KeyError:
-            raise AttributeError(f"'Namespace' object has no attribute '{name}'") from None
-
-    def __str__(self) -> str:
-        shown = sorted(f"{name}={value!r}" for name, value in self._value().items())
-        return f"Namespace({', '.join(shown)})"
-
-
-class ValueProxy(BaseProxy):
-    """A shared value (``manager.Value(typecode, value)``): ``get()``, ``set(v)``, ``.value``."""
-
-    def get(self) -> Any:
-        """The value."""
-        return self._value()[1]
-
-    def set(self, value: Any) -> None:
-        """Set the value."""
-        self._register.update(lambda held: ((held[0], value), None))
-
-    value = property(get, set)
-
-    def __str__(self) -> str:
-        typecode, value = self._value()
-        return f"Value({typecode!r}, {value!r})"
-
-
-class ArrayProxy(BaseProxy):
-    """A shared ``array.array`` (``manager.Array(typecode, sequence)``): length, items, slices."""
-
-    def __len__(self) -> int:
-        return len(self._value())
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._value()[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self._change(lambda held: array.array(held.typecode, held), "__setitem__", index, value)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._value())
-
-
-class ObjectProxy(BaseProxy):
-    """A proxy of an instance of a registered class: its public methods, each call atomic.
-
-    Parameters
-    ----------
-    register : Register
-        Where the pickled instance is.
-    typeid : str
-        The registered name.
-    exposed : sequence of str
-        The method names the proxy has.
-    """
-
-    def __init__(self, register: Register, typeid: str, exposed: Sequence[str]) -> None:
-        super().__init__(register, typeid)
-        object.__setattr__(self, "_exposed", tuple(exposed))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return ObjectProxy, (self._register, self._typeid, self._exposed)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name not in self._exposed:
-            raise AttributeError(
-                f"method {name!r} of {self._typeid!r} is not exposed (exposed: {self._exposed})"
-            )
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._call(name, args, kwargs)
-
-        call.__name__ = name
-        return call
-
-    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def change(held: tuple[Any]) -> tuple[tuple[Any], Any]:
-            instance = held[0]
-            before = cloudpickle.dumps(instance, protocol=pickle.HIGHEST_PROTOCOL)
-            result = getattr(instance, name)(*args, **kwargs)
-            changed = cloudpickle.dumps(instance, protocol=pickle.HIGHEST_PROTOCOL) != before
-            return ((instance,) if changed else held), result
-
-        return self._register.update(change)
-
-    def __str__(self) -> str:
-        return repr(self._value()[0])
-
-
-def public_methods(obj: Any) -> list[str]:
-    """The names of ``obj``'s public callable attributes (what a registered class' proxy exposes)."""
-    return [name for name in dir(obj) if not name.startswith("_") and callable(getattr(obj, name))]
 
 
 # -- managers ----------------------------------------------------------------------------------
@@ -474,9 +178,15 @@ class BaseManager:
         if not isinstance(typeid, str) or not typeid.isidentifier():
             raise ValueError(f"typeid must be a name usable as an attribute, not {typeid!r}")
         if proxytype is not None:
-            raise NotImplementedError(message(f"managers.{cls.__name__}.register(proxytype=...)"))
+            raise NotImplementedError(
+                f"managers.{cls.__name__}.register(proxytype=...) is not supported by dask-faas: its "
+                "objects live in storage behind its own proxies, with no server for a proxy type to call"
+            )
         if method_to_typeid:
-            raise NotImplementedError(message(f"managers.{cls.__name__}.register(method_to_typeid=...)"))
+            raise NotImplementedError(
+                f"managers.{cls.__name__}.register(method_to_typeid=...) is not supported by dask-faas: "
+                "a method's result is returned as a value, never as a proxy of another shared object"
+            )
         if "_registry" not in cls.__dict__:
             cls._registry = builtins.dict(cls._registry)
         cls._registry[typeid] = (callable, None if exposed is None else tuple(exposed))
@@ -501,18 +211,6 @@ class BaseManager:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.value} {self.address or ''}>".replace(" >", ">")
-
-
-def _shared_type(module: str, name: str) -> Any:
-    """``name`` of the sibling ``module`` (synchronize, ...), or ``NotImplementedError`` if that
-    module is not there."""
-    qualified = f"{__package__}.{module}"
-    try:
-        return getattr(importlib.import_module(qualified), name)
-    except ModuleNotFoundError as err:
-        if err.name != qualified:
-            raise
-        raise NotImplementedError(message(f"managers.SyncManager.{name}")) from None
 
 
 class SyncManager(BaseManager):
@@ -541,14 +239,10 @@ class SyncManager(BaseManager):
 
     def Queue(self, maxsize: int = 0) -> Any:
         """A shared :class:`~.queues.Queue`."""
-        from .queues import Queue
-
         return Queue(maxsize, space=self._child("queue"))
 
     def JoinableQueue(self, maxsize: int = 0) -> Any:
         """A shared :class:`~.queues.JoinableQueue`."""
-        from .queues import JoinableQueue
-
         return JoinableQueue(maxsize, space=self._child("joinablequeue"))
 
     def Pool(self, *args: Any, **kwargs: Any) -> Any:
@@ -559,33 +253,33 @@ class SyncManager(BaseManager):
 
     def Lock(self) -> Any:
         """A shared ``synchronize.Lock``."""
-        return _shared_type("synchronize", "Lock")(space=self._child("lock"))
+        return Lock(space=self._child("lock"))
 
     def RLock(self) -> Any:
         """A shared ``synchronize.RLock``."""
-        return _shared_type("synchronize", "RLock")(space=self._child("rlock"))
+        return RLock(space=self._child("rlock"))
 
     def Semaphore(self, value: int = 1) -> Any:
         """A shared ``synchronize.Semaphore``."""
-        return _shared_type("synchronize", "Semaphore")(value, space=self._child("semaphore"))
+        return Semaphore(value, space=self._child("semaphore"))
 
     def BoundedSemaphore(self, value: int = 1) -> Any:
         """A shared ``synchronize.BoundedSemaphore``."""
-        return _shared_type("synchronize", "BoundedSemaphore")(value, space=self._child("boundedsemaphore"))
+        return BoundedSemaphore(value, space=self._child("boundedsemaphore"))
 
     def Condition(self, lock: Any = None) -> Any:
         """A shared ``synchronize.Condition`` (of ``lock``, or of a new lock)."""
-        return _shared_type("synchronize", "Condition")(lock, space=self._child("condition"))
+        return Condition(lock, space=self._child("condition"))
 
     def Event(self) -> Any:
         """A shared ``synchronize.Event``."""
-        return _shared_type("synchronize", "Event")(space=self._child("event"))
+        return Event(space=self._child("event"))
 
     def Barrier(
         self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
     ) -> Any:
         """A shared ``synchronize.Barrier``."""
-        return _shared_type("synchronize", "Barrier")(parties, action, timeout, space=self._child("barrier"))
+        return Barrier(parties, action, timeout, space=self._child("barrier"))
 
 
 def Manager() -> SyncManager:

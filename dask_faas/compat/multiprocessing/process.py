@@ -162,6 +162,12 @@ def current_process() -> Any:
     return multiprocessing.current_process()
 
 
+def parent_process() -> None:
+    """None: a function has no parent process of this program (as a process started by
+    ``multiprocessing`` in a fresh interpreter sees none outside its parent's)."""
+    return None
+
+
 def active_children() -> list[Process]:
     """Started processes whose call has not ended (ended ones are joined, as ``multiprocessing``)."""
     alive = []
