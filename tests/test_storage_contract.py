@@ -522,6 +522,23 @@ class TestLocalStorage(StorageContract, ValidatesKeys):
             storage.put("k/v", b"y")
         assert list(storage.list()) == [("k", 1)]
 
+    def test_writes_racing_the_delete_of_their_directory_succeed(self, storage: LocalStorage) -> None:
+        """Deleting a directory's last key removes the directory: a write into it at that moment
+        makes it again (``os.makedirs`` then says the directory exists though it is gone)."""
+
+        def churn(worker: int) -> None:
+            for i in range(300):
+                key = f"race/dir/{worker}-{i}"
+                if i % 2:
+                    assert storage.put_if(key, b"x", version=None) is not None
+                else:
+                    storage.put(key, b"x")
+                storage.delete([key])
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(churn, range(4)))
+        assert list(storage.list()) == []
+
     def test_check_creates_root(self, tmp_path) -> None:
         root = tmp_path / "new" / "root"
         LocalStorage(root).check()

@@ -25,6 +25,8 @@ from .base import TMP_PREFIX, ObjectStat, Storage, check_key, check_range
 __all__ = ["LocalStorage"]
 
 _SETTING = "faas.local-storage.root"
+#: Attempts of a write whose directory concurrent deletes keep removing (each is a few syscalls).
+_WRITE_ATTEMPTS = 20
 
 
 def _missing(key: str, where: str) -> FileNotFoundError:
@@ -65,7 +67,7 @@ class LocalStorage(Storage):
         """Write ``data`` under ``key`` atomically (temporary file, then :func:`os.replace`)."""
         path = self._path(key)
         directory = os.path.dirname(path)
-        for attempt in range(5):
+        for attempt in range(_WRITE_ATTEMPTS):
             tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
             try:
                 os.makedirs(directory, exist_ok=True)
@@ -73,19 +75,17 @@ class LocalStorage(Storage):
                     f.write(data)
                 os.replace(tmp, path)
                 return
-            except FileNotFoundError:
-                # a concurrent delete removed the (then empty) directory: make it again
+            except (FileNotFoundError, FileExistsError) as err:
+                # a concurrent delete removed the (then empty) directory, maybe while makedirs looked
+                # at it (it then says that the directory exists, though it is gone): make it again
                 _remove_quietly(tmp)
-                if attempt == 4:
+                if isinstance(err, FileExistsError) and _file_in_the_way(directory, self.root):
+                    raise _key_and_keys_below(key, self.root) from err
+                if attempt == _WRITE_ATTEMPTS - 1:
                     raise
-            except (FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+            except (NotADirectoryError, IsADirectoryError) as err:
                 _remove_quietly(tmp)
-                raise FileExistsError(
-                    errno.EEXIST,
-                    "Local storage cannot hold both a key and keys below it "
-                    f"(such as 'a' and 'a/b') in {self.root}",
-                    key,
-                ) from err
+                raise _key_and_keys_below(key, self.root) from err
             except BaseException:
                 _remove_quietly(tmp)
                 raise
@@ -101,7 +101,7 @@ class LocalStorage(Storage):
         """
         path = self._path(key)
         directory = os.path.dirname(path)
-        for attempt in range(5):
+        for attempt in range(_WRITE_ATTEMPTS):
             tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
             try:
                 os.makedirs(directory, exist_ok=True)
@@ -109,9 +109,13 @@ class LocalStorage(Storage):
                     f.write(data)
                 with _directory_lock(directory):
                     return _swap_if(tmp, path, version)
-            except FileNotFoundError:  # a concurrent delete removed the (then empty) directory
-                if attempt == 4:
+            except (FileNotFoundError, FileExistsError) as err:  # a concurrent delete, as in put
+                if isinstance(err, FileExistsError) and _file_in_the_way(directory, self.root):
+                    raise _key_and_keys_below(key, self.root) from err
+                if attempt == _WRITE_ATTEMPTS - 1:
                     raise
+            except (NotADirectoryError, IsADirectoryError) as err:
+                raise _key_and_keys_below(key, self.root) from err
             finally:
                 _remove_quietly(tmp)
         raise AssertionError("unreachable")
@@ -252,6 +256,23 @@ def _swap_if(tmp: str, path: str, version: str | None) -> str | None:
     written = _version(os.stat(tmp))
     os.replace(tmp, path)
     return written
+
+
+def _key_and_keys_below(key: str, root: str) -> FileExistsError:
+    why = f"Local storage cannot hold both a key and keys below it (such as 'a' and 'a/b') in {root}"
+    return FileExistsError(errno.EEXIST, why, key)
+
+
+def _file_in_the_way(directory: str, root: str) -> bool:
+    """Whether a file (a key) stands where ``directory`` or one of its parents below ``root`` would be."""
+    while directory != root and directory.startswith(root):
+        try:
+            if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                return True
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        directory = os.path.dirname(directory)
+    return False
 
 
 def _remove_quietly(path: str) -> None:
