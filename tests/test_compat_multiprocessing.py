@@ -188,6 +188,22 @@ def test_close_join_releases_the_executor(storage_root):
     assert res.get(0) == [0, 1, 4, 9]
 
 
+def test_calls_running_when_the_with_block_ends_go_on_as_in_lithops(storage_root):
+    """Lithops' ``Pool.__exit__`` (``terminate``) interrupts no function: results of calls sent in
+    the block are read after it (Lithops' barrier example does so); the executor is released, its
+    storage emptied, once the last call has ended."""
+    with mp.Pool() as pool:
+        running = pool.apply_async(nap, (1.0,))
+        mapped = pool.map_async(square, range(3))
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply(square, (1,))
+    assert running.get(timeout=30) == 1.0
+    assert mapped.get(timeout=30) == [0, 1, 4]
+    deadline = time.monotonic() + 10
+    while files_under(storage_root) and time.monotonic() < deadline:  # released by a thread
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("code", ["raise", 0, 3])
 def test_process_exitcodes_match_multiprocessing(code, capfd):
     ours = mp.Process(target=fail, args=(code,), name="mine")

@@ -189,6 +189,7 @@ class Pool:
         self._release = weakref.finalize(self, self._executor.close)
         self._state = "RUN"
         self._results: list[AsyncResult] = []
+        self._end_lock = threading.Lock()
         self._feed = None
         self._stream: str | None = None
         if config.get_parameter(config.STREAM_STDOUT):
@@ -304,17 +305,28 @@ class Pool:
         self._end()
 
     def terminate(self) -> None:
-        """Stop now: calls not started are cancelled; the executor is released."""
+        """Accept no more work, as Lithops' ``Pool.terminate``: the calls already sent go on (a
+        function is not interrupted) and their results stay available; the executor is released
+        (its job prefix deleted) once the last of them has ended."""
         self._state = "TERMINATE"
-        for result in self._results:
-            for future in result._futures:
-                future.cancel()
+        pending = [result for result in self._results if not result.ready()]
+        if not pending:
+            self._end()
+            return
+        threading.Thread(
+            target=self._end_after, args=(pending,), name="dask-faas-pool-terminate", daemon=True
+        ).start()
+
+    def _end_after(self, results: list[AsyncResult]) -> None:
+        for result in results:
+            result.wait()
         self._end()
 
     def _end(self) -> None:
-        if self._executor is None:
-            return
-        self._executor = None
+        with self._end_lock:  # join() and terminate()'s thread may both end the pool
+            if self._executor is None:
+                return
+            self._executor = None
         try:
             self._release()
         finally:
