@@ -27,7 +27,6 @@ __all__ = ["OutputCapture", "data_bytes", "peak_memory_mb", "reset_peak_memory",
 _sink: contextvars.ContextVar[_Capped | None] = contextvars.ContextVar("dask_faas_output", default=None)
 _lock = threading.Lock()
 _active: list[_Capped] = []
-_saved: tuple[TextIO, TextIO] | None = None
 
 
 class _Capped:
@@ -54,6 +53,8 @@ class _Capped:
             self.dropped += len(data) - max(room, 0)
 
     def text(self) -> str:
+        if not self.parts and not self.dropped:
+            return ""
         with self._lock:
             kept = "".join(self.parts)
             if self.dropped:
@@ -79,23 +80,23 @@ class _Tee:
     """A text stream that writes to the original and to the running call's capture."""
 
     def __init__(self, original: TextIO) -> None:
-        self._original = original
+        self.original = original
 
     def write(self, text: str) -> int:
         owner = _owner()
         if owner is not None:
             owner.write(text)
-        return self._original.write(text)
+        return self.original.write(text)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
             self.write(line)
 
     def flush(self) -> None:
-        self._original.flush()
+        self.original.flush()
 
     def __getattr__(self, name: str) -> Any:  # fileno, buffer, encoding, isatty ... of the original
-        return getattr(self._original, name)
+        return getattr(self.original, name)
 
 
 class _Handler(logging.Handler):
@@ -108,17 +109,17 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = _owner()
-        if sink is None:
-            return
-        try:
-            sink.write(self.format(record) + "\n")
-        except Exception:  # a record that cannot be formatted: logging's own report
-            self.handleError(record)
+        if sink is not None:
+            try:
+                sink.write(self.format(record) + "\n")
+            except Exception:  # a record that cannot be formatted: logging's own report
+                self.handleError(record)
         last = logging.lastResort
-        # without the captures' handlers, logging's last resort would have printed the record: it
-        # still does, to the stream it used before the capture began (the platform's log)
-        if last is not None and record.levelno >= last.level and _saved and _only_handlers(record.name):
-            _saved[1].write(record.getMessage() + "\n")
+        # without this handler, logging's last resort would have printed the record: it still does,
+        # to the stream it would have used (the platform's log)
+        if last is not None and record.levelno >= last.level and _only_handlers(record.name):
+            stderr = sys.stderr
+            (stderr.original if isinstance(stderr, _Tee) else stderr).write(record.getMessage() + "\n")
 
 
 def _only_handlers(name: str) -> bool:
@@ -155,15 +156,11 @@ class OutputCapture:
         self._token: contextvars.Token[_Capped | None] | None = None
 
     def __enter__(self) -> OutputCapture:
-        global _saved
         if self.max_bytes <= 0:
             return self
         self._sink = sink = _Capped(self.max_bytes)
         with _lock:
-            if not _active:  # tee the streams and take the root logger's records while any call captures
-                _saved = (sys.stdout, sys.stderr)
-                sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)  # type: ignore[assignment]
-                logging.getLogger().addHandler(_HANDLER)
+            _install()
             _active.append(sink)
         self._token = _sink.set(sink)
         return self
@@ -171,26 +168,32 @@ class OutputCapture:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        global _saved
         sink = self._sink
         if sink is None:
             return
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        if sink.size or sink.dropped:  # the call wrote: its lines reach the platform's log now
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
         if self._token is not None:
             _sink.reset(self._token)
         with _lock:
             _active.remove(sink)
-            if not _active:
-                logging.getLogger().removeHandler(_HANDLER)
-            if not _active and _saved is not None:
-                out, err = _saved
-                if isinstance(sys.stdout, _Tee):  # unless the call replaced them for good
-                    sys.stdout = out
-                if isinstance(sys.stderr, _Tee):
-                    sys.stderr = err
-                _saved = None
         self.text = sink.text()
+
+
+def _install() -> None:
+    """Tee the streams and put the records' handler on the root logger, where they are not yet:
+    once per process, as a function process runs little but its calls (a call that replaced a
+    stream for good has it teed again by the next call). Outside the calls both pass everything
+    through: the tees write to the original streams only, and the handler prints the records that
+    reach no other handler as logging's last resort would have (see :class:`_Handler`)."""
+    if not isinstance(sys.stdout, _Tee):
+        sys.stdout = _Tee(sys.stdout)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, _Tee):
+        sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
 
 
 def status_bytes(name: str) -> int | None:

@@ -183,5 +183,29 @@ def test_calls_running_at_once_on_threads_keep_their_own_output():
         assert [line for line in lines if not line.startswith("WARNING")] == [
             f"{name} {i}" for i in range(50)
         ]
-    assert (sys.stdout, sys.stderr) == before  # the streams are put back once no call captures
-    assert not any(type(h).__module__ == "dask_faas.capture" for h in logging.getLogger().handlers)
+    # the streams stay teed (once per process) and pass everything through outside calls
+    assert [getattr(s, "original", s) for s in (sys.stdout, sys.stderr)] == list(before)
+
+
+def test_outside_calls_the_streams_and_logging_pass_through(capfd):
+    """Once a call captured, output and log records outside any call reach the process's streams
+    as they did before: nothing is captured, and a record that no handler takes is still printed by
+    logging's last resort (a function process's platform log)."""
+    from dask_faas.capture import OutputCapture
+
+    with OutputCapture(1000) as inside:
+        print("in the call")
+    print("after the call")
+    root = logging.getLogger()
+    others = [h for h in root.handlers if type(h).__module__ != "dask_faas.capture"]  # pytest's
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        logging.getLogger("dask_faas.test.outside").warning("a warning outside calls")
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+    out, err = capfd.readouterr()
+    assert inside.text == "in the call\n"
+    assert "in the call" in out and "after the call" in out
+    assert err.count("a warning outside calls") == 1  # as logging's last resort prints it
