@@ -297,10 +297,11 @@ def lithops_group(args: argparse.Namespace) -> Iterator[list[Case]]:
     def executor(version: int) -> Any:
         # Everything in code: no ~/.lithops/config needed. Results are not cleaned after every
         # get_result (data_cleaner=False) so that no cleaner process runs during the timings;
-        # the jobs' data is cleaned once, at the end.
+        # the jobs' data is cleaned once, at the end. The runtime is this interpreter: Lithops'
+        # default, the first "python" on PATH, may be one without lithops.
         config = {
             "lithops": {"backend": "localhost", "storage": "localhost", "data_cleaner": False},
-            "localhost": {"worker_processes": args.workers, "version": version},
+            "localhost": {"worker_processes": args.workers, "version": version, "runtime": sys.executable},
         }
         fexec = lithops.FunctionExecutor(
             backend="localhost", storage="localhost", config=config, log_level=None
