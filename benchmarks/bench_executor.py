@@ -24,7 +24,10 @@ default) is the ratio of faas-map to faas-map-off and of faas-dask to faas-dask-
 executors alive side by side the one made first runs 4-10% slower, see FreshPair), their repeats
 interleaved in alternating order (A B B A A B ...: the first of each turn pays for collecting the
 garbage of the turn before), and their CPU seconds (the client's and its function processes') are
-compared too, which the waits of a loaded machine do not inflate.
+compared too, which the waits of a loaded machine do not inflate. Besides the ratio of the two
+medians, the median of the turns' own ratios is printed with its quartiles: each turn's pair ran
+side by side, so its ratio leaves out what drifts between turns (an A/A run of two identical
+executors spreads each turn's ratio by about +-5% around 1.00 on 2 cores).
 
 Nothing is asserted on times: the script only reports (the target checks are printed). It exits 1
 when a contender fails or returns wrong results, or when processes it started are left behind.
@@ -40,6 +43,7 @@ import atexit
 import contextlib
 import faulthandler
 import logging
+import math
 import resource
 import statistics
 import sys
@@ -495,6 +499,18 @@ def report(measurements: dict[str, Measurement]) -> dict[str, float]:
                 f"{label}, CPU of the client and its functions: {on:.3f} vs {off:.3f} ms/call, "
                 f"{format_ratio(value)} (target <= {target:g}x){verdict}"
             )
+            for what, a, b in [
+                ("wall", measurements[key].seconds, measurements[reference].seconds),
+                ("CPU", CPU_SECONDS[key], CPU_SECONDS[reference]),
+            ]:
+                turns = [x / y for x, y in zip(a, b, strict=True) if y > 0]
+                value = statistics.median(turns) if turns else math.nan
+                targets[f"{label} (paired {what})"] = value
+                quartiles = statistics.quantiles(turns, n=4) if len(turns) > 1 else [value] * 3
+                print(
+                    f"{label}, {what}, median of the {len(turns)} turns' ratios: {format_ratio(value)} "
+                    f"(quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f})"
+                )
     return targets
 
 
