@@ -523,22 +523,26 @@ def add_to(d, q, i):
 
 
 def test_queue_and_manager_dict_on_a_moto_bucket(s3_storage, s3_endpoint):
-    mp_config.update({mp_config.LITHOPS_CONFIG: lithops_aws_s3_config(s3_endpoint, s3_storage.bucket)})
-    try:
-        q = Queue()
-        assert q.space.storage.name == "s3"
-        p = Process(target=work, args=(q, 3))
-        p.start()
-        p.join(60)
-        assert drain(q) == [f"Working hard ... {i}" for i in range(3)]
-        with Manager() as manager, Pool() as pool:
-            d, items = manager.dict(), manager.Queue()
-            for i in range(4):
-                items.put(i * 10)
-            assert sorted(pool.starmap(add_to, [(d, items, i) for i in range(4)])) == list(range(4))
-            assert sorted(d.values()) == [0, 10, 20, 30] and sorted(d.keys()) == [0, 1, 2, 3]
-        del q, p
-        gc.collect()
-    finally:
-        mp_config.update({mp_config.LITHOPS_CONFIG: {}})
-    assert list(s3_storage.list("")) == []
+    """On S3 (moto); one function at a time: moto checks a conditional PUT's condition, then writes,
+    without a lock between the two, so concurrent compare-and-swaps can both pass there (S3 itself
+    serializes them). Concurrency is tested on local storage."""
+    with dask.config.set({"faas.workers": 1}):
+        mp_config.update({mp_config.LITHOPS_CONFIG: lithops_aws_s3_config(s3_endpoint, s3_storage.bucket)})
+        try:
+            q = Queue()
+            assert q.space.storage.name == "s3"
+            p = Process(target=work, args=(q, 3))
+            p.start()
+            p.join(60)
+            assert drain(q) == [f"Working hard ... {i}" for i in range(3)]
+            with Manager() as manager, Pool() as pool:
+                d, items = manager.dict(), manager.Queue()
+                for i in range(4):
+                    items.put(i * 10)
+                assert sorted(pool.starmap(add_to, [(d, items, i) for i in range(4)])) == list(range(4))
+                assert sorted(d.values()) == [0, 10, 20, 30] and sorted(d.keys()) == [0, 1, 2, 3]
+            del q, p
+            gc.collect()
+        finally:
+            mp_config.update({mp_config.LITHOPS_CONFIG: {}})
+        assert list(s3_storage.list("")) == []

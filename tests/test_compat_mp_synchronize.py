@@ -627,21 +627,26 @@ def test_lithops_example_programs_print_what_multiprocessing_prints(name, tmp_pa
 
 
 def test_a_lock_and_a_value_on_a_moto_bucket(s3_storage, s3_endpoint):
-    mp_config.set_parameter(mp_config.LITHOPS_CONFIG, lithops_aws_s3_config(s3_endpoint, s3_storage.bucket))
-    try:
-        value, lock, stamps = Value("i", 0), Lock(), RawArray("d", 4)
-        assert list(s3_storage.list(ROOT + "/"))  # the state is in the bucket
-        with Pool() as pool:
-            pool.starmap(count_up, [(value, 10, True)] * 3)
-            pool.starmap(hold_lock, [(lock, stamps, i) for i in range(2)])
-        assert value.value == 30
-        (_, first_end), (second_start, _) = sorted(zip(stamps[::2], stamps[1::2], strict=True))
-        assert first_end <= second_start
-        del value, lock, stamps
-        gc.collect()
-    finally:
-        mp_config.set_parameter(mp_config.LITHOPS_CONFIG, {})
-    assert list(s3_storage.list("")) == []
+    """On S3 (moto); one function at a time: moto checks a conditional PUT's condition, then writes,
+    without a lock between the two, so concurrent compare-and-swaps can both pass there (S3 itself
+    serializes them). Concurrency is tested on local storage."""
+    with dask.config.set({"faas.workers": 1}):
+        config = lithops_aws_s3_config(s3_endpoint, s3_storage.bucket)
+        mp_config.set_parameter(mp_config.LITHOPS_CONFIG, config)
+        try:
+            value, lock, stamps = Value("i", 0), Lock(), RawArray("d", 4)
+            assert list(s3_storage.list(ROOT + "/"))  # the state is in the bucket
+            with Pool() as pool:
+                pool.starmap(count_up, [(value, 10, True)] * 3)
+                pool.starmap(hold_lock, [(lock, stamps, i) for i in range(2)])
+            assert value.value == 30
+            (_, first_end), (second_start, _) = sorted(zip(stamps[::2], stamps[1::2], strict=True))
+            assert first_end <= second_start
+            del value, lock, stamps
+            gc.collect()
+        finally:
+            mp_config.set_parameter(mp_config.LITHOPS_CONFIG, {})
+        assert list(s3_storage.list("")) == []
 
 
 def hold_lock(lock, stamps, index):

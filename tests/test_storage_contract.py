@@ -178,8 +178,13 @@ class StorageContract:
         assert storage.put_if("cond/obj", b"again", version=None) is not None
         assert [k for k, _ in storage.list("cond/")] == ["cond/obj"]  # no temporary leftovers
 
+    #: Why the server under test cannot show that concurrent conditional writes are atomic (None: it can).
+    not_atomic: str | None = None
+
     def test_concurrent_conditional_increments_lose_no_update(self, storage: Storage) -> None:
         """Threads incrementing one counter with read-version-then-put_if: no increment is lost."""
+        if self.not_atomic:
+            pytest.skip(self.not_atomic)
         storage.put_if("cas/counter", b"0", version=None)
         threads, increments = 4, 15
 
@@ -568,6 +573,12 @@ class TestMemoryStorage(StorageContract, ValidatesKeys):
 
 
 class TestS3Storage(StorageContract):
+    not_atomic = (
+        "moto's server checks If-Match / If-None-Match, then writes, without a lock between the two "
+        "(moto 5.2, responses.put_object): two conditional PUTs can both pass; S3 serializes them "
+        "(409 ConditionalRequestConflict), which put_if maps to a lost race"
+    )
+
     @pytest.fixture
     def storage(self, s3_storage) -> Storage:
         return s3_storage

@@ -16,13 +16,15 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from ...exceptions import ConfigError, StorageError
 from .base import TMP_PREFIX, ObjectStat, Storage, check_key, check_range
 
 __all__ = ["LocalStorage"]
+
+T = TypeVar("T")
 
 _SETTING = "faas.local-storage.root"
 #: Attempts of a write whose directory concurrent deletes keep removing (each is a few syscalls).
@@ -65,30 +67,7 @@ class LocalStorage(Storage):
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         """Write ``data`` under ``key`` atomically (temporary file, then :func:`os.replace`)."""
-        path = self._path(key)
-        directory = os.path.dirname(path)
-        for attempt in range(_WRITE_ATTEMPTS):
-            tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-            try:
-                os.makedirs(directory, exist_ok=True)
-                with open(tmp, "xb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-                return
-            except (FileNotFoundError, FileExistsError) as err:
-                # a concurrent delete removed the (then empty) directory, maybe while makedirs looked
-                # at it (it then says that the directory exists, though it is gone): make it again
-                _remove_quietly(tmp)
-                if isinstance(err, FileExistsError) and _file_in_the_way(directory, self.root):
-                    raise _key_and_keys_below(key, self.root) from err
-                if attempt == _WRITE_ATTEMPTS - 1:
-                    raise
-            except (NotADirectoryError, IsADirectoryError) as err:
-                _remove_quietly(tmp)
-                raise _key_and_keys_below(key, self.root) from err
-            except BaseException:
-                _remove_quietly(tmp)
-                raise
+        self._write(key, data, os.replace)
 
     def put_if(self, key: str, data: bytes | memoryview, *, version: str | None) -> str | None:
         """Write ``data`` under ``key`` if it is at ``version`` (``None``: if absent); the version
@@ -99,6 +78,20 @@ class LocalStorage(Storage):
         checked against the current file's version, then moved over it with a modification time
         past the old one's, so a version is never seen twice for one key (inodes are reused).
         """
+
+        def place(tmp: str, path: str) -> str | None:
+            with _directory_lock(os.path.dirname(path)):
+                return _swap_if(tmp, path, version)
+
+        return self._write(key, data, place)
+
+    def _write(self, key: str, data: bytes | memoryview, place: Callable[[str, str], T]) -> T:
+        """Write ``data`` to a temporary file beside ``key``'s, then ``place(tmp, path)`` it.
+
+        A concurrent delete may remove the (then empty) directory at any moment, even while
+        :func:`os.makedirs` looks at it (it then says that the directory exists, though it is
+        gone): the directory is made again, up to :data:`_WRITE_ATTEMPTS` times.
+        """
         path = self._path(key)
         directory = os.path.dirname(path)
         for attempt in range(_WRITE_ATTEMPTS):
@@ -107,9 +100,8 @@ class LocalStorage(Storage):
                 os.makedirs(directory, exist_ok=True)
                 with open(tmp, "xb") as f:
                     f.write(data)
-                with _directory_lock(directory):
-                    return _swap_if(tmp, path, version)
-            except (FileNotFoundError, FileExistsError) as err:  # a concurrent delete, as in put
+                return place(tmp, path)
+            except (FileNotFoundError, FileExistsError) as err:
                 if isinstance(err, FileExistsError) and _file_in_the_way(directory, self.root):
                     raise _key_and_keys_below(key, self.root) from err
                 if attempt == _WRITE_ATTEMPTS - 1:
@@ -117,7 +109,7 @@ class LocalStorage(Storage):
             except (NotADirectoryError, IsADirectoryError) as err:
                 raise _key_and_keys_below(key, self.root) from err
             finally:
-                _remove_quietly(tmp)
+                _remove_quietly(tmp)  # gone already once placed
         raise AssertionError("unreachable")
 
     def get(
