@@ -760,7 +760,12 @@ def test_row7_a_duplicate_that_stores_after_the_job_ended_leaves_nothing(platfor
         assert len(ex.submit(late_second_run, str(tmp_path), 4096, 2.0).result(timeout=60)) == 4096
         ex.shutdown()  # the duplicate still sleeps
         wait_until(lambda: (tmp_path / "late").exists(), 30, "the duplicate did not run")
-        wait_until(lambda: len(emulator_log(platforms, platform)) == 2, 30, "the duplicate did not end")
+        # a delivery is logged from its start (Knative's router): wait until both have ended
+        wait_until(
+            lambda: [r["ended"] is not None for r in emulator_log(platforms, platform)] == [True, True],
+            30,
+            "the duplicate did not end",
+        )
         storage = storage_from_settings(ex.settings)
         left = list(storage.list(ex.job_prefix))
         assert not left, f"the late duplicate left {left} under the ended job {ex.job_prefix}"
