@@ -80,9 +80,6 @@ class Queue:
         self._tail.create(0)
         self._closed = False
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self), self.__getstate__())
-
     def __getstate__(self) -> dict[str, Any]:
         return {"_maxsize": self._maxsize, "_space": self._space, "_head": self._head, "_tail": self._tail}
 
@@ -194,12 +191,6 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} at {self._space.prefix}>"
-
-
-def _rebuild(cls: type, state: dict[str, Any]) -> Any:
-    made = cls.__new__(cls)
-    made.__setstate__(state)
-    return made
 
 
 class SimpleQueue:

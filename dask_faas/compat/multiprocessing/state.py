@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import cloudpickle
 
+from .util import resolve_storage
+
 logger = logging.getLogger("dask_faas.compat.multiprocessing")
 
 __all__ = ["POLL_FIRST_S", "POLL_MAX_S", "ROOT", "Register", "Space", "poll"]
@@ -71,19 +73,6 @@ def poll(ready: Callable[[], T], timeout: float | None = None) -> T | None:
         wait = min(wait * 2, POLL_MAX_S)
 
 
-def _storage_for_new_state() -> Any:
-    """The storage new shared objects go to: inside a function, its job's; outside one, the
-    storage of ``config.LITHOPS_CONFIG`` (what pools and processes are made with)."""
-    from ... import worker
-    from .. import Storage
-    from . import config
-
-    try:
-        return worker.current().storage
-    except RuntimeError:
-        return Storage(config=config.get_parameter(config.LITHOPS_CONFIG) or None).faas_storage
-
-
 def _delete_prefix(storage: Any, prefix: str) -> None:
     try:
         storage.delete_prefix(prefix)
@@ -99,7 +88,7 @@ class Space:
     kind : str
         What the object is (``"lock"``, ``"queue"``): the first part of the prefix's last segment.
     storage : dask_faas Storage, optional
-        Where the state goes (default: see :func:`_storage_for_new_state`). It must be reachable
+        Where the state goes (default: :func:`~.util.resolve_storage`'s). It must be reachable
         from other processes: a ``memory`` storage raises ``NotImplementedError`` saying so.
 
     Attributes
@@ -113,7 +102,7 @@ class Space:
     """
 
     def __init__(self, kind: str, storage: Any = None) -> None:
-        self.storage = storage if storage is not None else _storage_for_new_state()
+        self.storage = resolve_storage(storage)
         self._locator = self.storage.locator()  # raises for a process-local storage, saying why
         self.prefix = f"{ROOT}/{kind}-{secrets.token_hex(8)}/"
         self.owner = True
@@ -127,12 +116,15 @@ class Space:
 
     def child(self, kind: str) -> Space:
         """A space inside this one (deleted with it, never on its own): a manager's objects."""
-        child = Space.__new__(Space)
-        child.storage, child._locator = self.storage, self._locator
-        child.prefix = f"{self.prefix}{kind}-{secrets.token_hex(8)}/"
-        child.owner = False
-        child._finalizer = None
-        return child
+        return Space._not_owned(self.storage, self._locator, f"{self.prefix}{kind}-{secrets.token_hex(8)}/")
+
+    @classmethod
+    def _not_owned(cls, storage: Any, locator: dict[str, Any], prefix: str) -> Space:
+        """A space of ``prefix`` that never deletes it (a child, or a copy unpickled elsewhere)."""
+        space = cls.__new__(cls)
+        space.storage, space._locator, space.prefix = storage, locator, prefix
+        space.owner, space._finalizer = False, None
+        return space
 
     def close(self) -> None:
         """Delete the prefix now (the owner only; a copy's close does nothing)."""
@@ -149,10 +141,7 @@ class Space:
 def _rebuild_space(locator: dict[str, Any], prefix: str) -> Space:
     from ...backends.storage import storage_from_locator
 
-    space = Space.__new__(Space)
-    space.storage, space._locator = storage_from_locator(locator), locator
-    space.prefix, space.owner, space._finalizer = prefix, False, None
-    return space
+    return Space._not_owned(storage_from_locator(locator), locator, prefix)
 
 
 @atexit.register

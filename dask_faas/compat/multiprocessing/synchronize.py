@@ -82,7 +82,30 @@ def _rebuild(cls: type[T], space: Space, params: dict[str, Any]) -> T:
     return obj
 
 
-class StorageLock(abc.ABC):
+class _Acquired(abc.ABC):
+    """``with`` acquires and releases (locks and semaphores); the repr names the space."""
+
+    _space: Space
+
+    @abc.abstractmethod
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire, waiting up to ``timeout`` seconds if ``block``; whether it was acquired."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Release."""
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {self._space.prefix}>"
+
+
+class StorageLock(_Acquired):
     """What :class:`Lock` and :class:`RLock` share: a ``held`` object naming the owner.
 
     :class:`Condition` and the synchronized values of :mod:`.sharedctypes` take either.
@@ -110,14 +133,6 @@ class StorageLock(abc.ABC):
         """Take the lock for ``owner`` if it is free (one look); whether it was taken."""
 
     @abc.abstractmethod
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Acquire, waiting up to ``timeout`` seconds if ``block``; whether it was acquired."""
-
-    @abc.abstractmethod
-    def release(self) -> None:
-        """Release."""
-
-    @abc.abstractmethod
     def _is_mine(self) -> bool:
         """Whether the calling thread holds the lock."""
 
@@ -128,15 +143,6 @@ class StorageLock(abc.ABC):
     @abc.abstractmethod
     def _acquire_restore(self, levels: int) -> None:
         """Acquire again the ``levels`` that :meth:`_release_save` released."""
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} at {self._space.prefix}>"
 
 
 class Lock(StorageLock):
@@ -240,7 +246,7 @@ class RLock(StorageLock):
         _levels[(self._held.key, owner)] = levels
 
 
-class Semaphore:
+class Semaphore(_Acquired):
     """A counting semaphore (``multiprocessing.Semaphore``).
 
     Parameters
@@ -296,15 +302,6 @@ class Semaphore:
     def get_value(self) -> int:
         """The current count."""
         return int(self._count.read())
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} at {self._space.prefix}>"
 
 
 class BoundedSemaphore(Semaphore):

@@ -33,15 +33,16 @@ def stream_prefix(stream: str) -> str:
 
 
 def resolve_storage(storage: Any = None) -> Any:
-    """The dask-faas :class:`~dask_faas.backends.storage.Storage` logs go to.
+    """The dask-faas :class:`~dask_faas.backends.storage.Storage` that logs and shared state go to.
 
     ``storage`` may be a dask-faas Storage or a ``lithops.Storage``-style client; with None, inside
-    a function the storage of the job running it, outside one the storage ``lithops.Storage()``
-    would use.
+    a function the storage of the job running it, outside one the storage of
+    ``config.LITHOPS_CONFIG`` (what pools and processes are made with).
     """
     from ... import worker
     from ...backends.storage import Storage as FaasStorage
     from .. import Storage
+    from . import config
 
     if isinstance(storage, FaasStorage):
         return storage
@@ -50,7 +51,7 @@ def resolve_storage(storage: Any = None) -> Any:
     try:
         return worker.current().storage
     except RuntimeError:
-        return Storage().faas_storage
+        return Storage(config=config.get_parameter(config.LITHOPS_CONFIG) or None).faas_storage
 
 
 class RemoteLogIOBuffer:
